@@ -1,0 +1,105 @@
+"""Append-only audit records, written in the same transaction as the change they describe.
+
+Each record carries a SHA-256 leaf hash of its own canonical form, so the Merkle log of the
+audit issue (RFC 9162) can be built over the existing rows without re-deriving them. The database
+refuses UPDATE and DELETE on this table (triggers made by the migration).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import JSON, Column
+from sqlmodel import Field, Session, SQLModel
+
+from broker.types import UTCDateTime, utcnow
+
+__all__ = ["Actor", "AuditRecord", "append_audit", "canonical_json", "digest"]
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who made a change: a partner's SCIM token, an operator at the CLI, or Entente itself."""
+
+    kind: str  #: "scim_token" | "cli" | "system"
+    id: str  #: token id, OS user name, or job name
+
+
+def canonical_json(value: Any) -> bytes:
+    """Deterministic JSON (sorted keys, no spaces, UTF-8) so digests are reproducible by any party."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+
+
+def digest(value: Any) -> str | None:
+    """SHA-256 hex of a resource's canonical JSON; ``None`` stands for "did not exist"."""
+    if value is None:
+        return None
+    return hashlib.sha256(canonical_json(value)).hexdigest()
+
+
+class AuditRecord(SQLModel, table=True):
+    """One accepted change. Never updated, never deleted."""
+
+    __tablename__ = "audit_record"
+
+    id: int | None = Field(default=None, primary_key=True)
+    occurred_at: dt.datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    partner_id: str | None = Field(default=None, index=True, max_length=36)
+    actor_kind: str = Field(max_length=32)
+    actor_id: str = Field(max_length=200)
+    action: str = Field(max_length=64)
+    resource_type: str | None = Field(default=None, max_length=32)
+    resource_id: str | None = Field(default=None, max_length=64)
+    before_sha256: str | None = Field(default=None, max_length=64)
+    after_sha256: str | None = Field(default=None, max_length=64)
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    leaf_sha256: str = Field(max_length=64)
+    """SHA-256 of the record's canonical form (everything above), for the Merkle log."""
+
+
+def append_audit(
+    session: Session,
+    *,
+    actor: Actor,
+    action: str,
+    partner_id: str | None,
+    resource_type: str | None = None,
+    resource_id: str | None = None,
+    before: Any = None,
+    after: Any = None,
+    detail: dict[str, Any] | None = None,
+) -> AuditRecord:
+    """Add an audit record to the caller's transaction; it becomes durable with the change it describes."""
+    record = AuditRecord(
+        occurred_at=utcnow(),
+        partner_id=partner_id,
+        actor_kind=actor.kind,
+        actor_id=actor.id,
+        action=action,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        before_sha256=digest(before),
+        after_sha256=digest(after),
+        detail=detail or {},
+        leaf_sha256="",
+    )
+    record.leaf_sha256 = hashlib.sha256(
+        canonical_json(
+            {
+                "occurred_at": record.occurred_at.isoformat(),
+                "partner_id": partner_id,
+                "actor": [actor.kind, actor.id],
+                "action": action,
+                "resource": [resource_type, resource_id],
+                "before": record.before_sha256,
+                "after": record.after_sha256,
+                "detail": record.detail,
+            }
+        )
+    ).hexdigest()
+    session.add(record)
+    return record

@@ -1,0 +1,199 @@
+"""The `entente` command: serve, migrate, demo, and partner administration."""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import sys
+from typing import Annotated
+
+import typer
+from sqlmodel import Session
+
+from broker.audit.log import Actor
+from broker.db import create_db_engine, migrate
+from broker.errors import BrokerError
+from broker.settings import Settings
+from broker.tenants.models import DomainPolicy
+from broker.tenants.service import (
+    add_partner,
+    get_partner,
+    issue_scim_token,
+    list_partners,
+    list_tokens,
+    partner_domains,
+    revoke_scim_token,
+    set_domain_policy,
+)
+
+__all__ = ["app"]
+
+app = typer.Typer(help="Entente: a neutral identity and provisioning broker.", no_args_is_help=True)
+partner_app = typer.Typer(help="Partners (tenants), their domains and SCIM tokens.", no_args_is_help=True)
+app.add_typer(partner_app, name="partner")
+
+
+def _actor() -> Actor:
+    try:
+        user = getpass.getuser()
+    except OSError:
+        user = "unknown"
+    return Actor(kind="cli", id=user)
+
+
+def _session(settings: Settings) -> Session:
+    return Session(create_db_engine(settings), expire_on_commit=False)
+
+
+def _fail(error: BrokerError) -> None:
+    typer.echo(f"error: {error.detail}", err=True)
+    raise typer.Exit(code=1)
+
+
+def _parse_expiry(text: str) -> dt.timedelta:
+    """'90d', '12h', '30m' or a number of days."""
+    units = {"d": "days", "h": "hours", "m": "minutes"}
+    text = text.strip().lower()
+    try:
+        if text[-1:] in units:
+            return dt.timedelta(**{units[text[-1]]: int(text[:-1])})
+        return dt.timedelta(days=int(text))
+    except ValueError as exc:
+        raise typer.BadParameter(f"'{text}' is not a duration like 90d, 12h or 30m") from exc
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default ENTENTE_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default ENTENTE_PORT).")] = None,
+) -> None:
+    """Apply migrations, then serve the API."""
+    import uvicorn
+
+    from broker.main import create_app
+
+    settings = Settings()
+    migrate(settings)
+    uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port,
+                log_level="info", access_log=False)
+
+
+@app.command("migrate")
+def migrate_command() -> None:
+    """Bring the database schema to the newest revision."""
+    migrate(Settings())
+    typer.echo("schema is up to date")
+
+
+@app.command()
+def demo(
+    host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port.")] = None,
+    serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve after setting up.")] = True,
+) -> None:
+    """Set up a demo partner 'acme' (acme.test) on the configured database, print a token, then serve."""
+    settings = Settings()
+    migrate(settings)
+    with _session(settings) as session:
+        try:
+            get_partner(session=session, slug="acme")
+        except BrokerError:
+            add_partner(session=session, slug="acme", name="Acme Corp (demo)", domains=["acme.test"],
+                        actor=_actor(), domain_policy=DomainPolicy.ENFORCE)
+        issued = issue_scim_token(session=session, slug="acme", expires_in=dt.timedelta(days=30), actor=_actor(),
+                                  label="demo")
+    base = settings.public_base_url.rstrip("/")
+    typer.echo(f"Demo partner 'acme' (domain acme.test). SCIM base URL: {base}/scim/v2")
+    typer.echo(f"Try: curl -H 'Authorization: Bearer $TOKEN' {base}/scim/v2/Users")
+    typer.echo("SCIM bearer token (shown once):")
+    typer.echo(issued.secret_text)
+    sys.stdout.flush()
+    if serve_after:
+        serve(host=host, port=port)
+
+
+@partner_app.command("add")
+def partner_add(
+    slug: Annotated[str, typer.Argument(help="Short lower-case id, e.g. acme.")],
+    name: Annotated[str, typer.Option(help="Display name.")],
+    domain: Annotated[list[str], typer.Option(help="Verified email domain; repeat for several.")],
+    warn_only: Annotated[bool, typer.Option(help="Accept out-of-domain users with an audited warning.")] = False,
+) -> None:
+    """Add a partner with its verified email domains."""
+    settings = Settings()
+    with _session(settings) as session:
+        try:
+            partner = add_partner(session=session, slug=slug, name=name, domains=domain, actor=_actor(),
+                                  domain_policy=DomainPolicy.WARN if warn_only else DomainPolicy.ENFORCE)
+        except BrokerError as error:
+            _fail(error)
+        typer.echo(f"partner {partner.slug} added ({', '.join(partner_domains(session=session, partner_id=partner.id))})")
+
+
+@partner_app.command("list")
+def partner_list() -> None:
+    """List partners with their domains and status."""
+    settings = Settings()
+    with _session(settings) as session:
+        for partner in list_partners(session=session):
+            domains = ", ".join(partner_domains(session=session, partner_id=partner.id))
+            typer.echo(f"{partner.slug}\t{partner.status}\t{partner.domain_policy}\t{partner.name}\t{domains}")
+
+
+@partner_app.command("domain-policy")
+def partner_domain_policy(
+    slug: str, policy: Annotated[DomainPolicy, typer.Argument(help="enforce or warn")]
+) -> None:
+    """Refuse (enforce) or accept with a warning (warn) users outside the verified domains."""
+    settings = Settings()
+    with _session(settings) as session:
+        try:
+            set_domain_policy(session=session, slug=slug, policy=policy, actor=_actor())
+        except BrokerError as error:
+            _fail(error)
+        typer.echo(f"partner {slug}: domain policy {policy.value}")
+
+
+@partner_app.command("token")
+def partner_token(
+    slug: str,
+    expires: Annotated[str | None, typer.Option(help="Lifetime: 90d, 12h, 30m (default ENTENTE_SCIM_TOKEN_DEFAULT_DAYS).")] = None,
+    label: Annotated[str | None, typer.Option(help="What the token is for, e.g. 'Okta prod'.")] = None,
+) -> None:
+    """Create a SCIM bearer token; it is printed once, alone on the last line."""
+    settings = Settings()
+    lifetime = _parse_expiry(expires) if expires else dt.timedelta(days=settings.scim_token_default_days)
+    with _session(settings) as session:
+        try:
+            issued = issue_scim_token(session=session, slug=slug, expires_in=lifetime, actor=_actor(), label=label)
+        except BrokerError as error:
+            _fail(error)
+        typer.echo(f"token id {issued.token.id}, expires {issued.token.expires_at.isoformat()}; store it now:")
+        typer.echo(issued.secret_text)
+
+
+@partner_app.command("tokens")
+def partner_tokens(slug: str) -> None:
+    """List a partner's tokens (ids and dates only; secrets are never stored)."""
+    settings = Settings()
+    with _session(settings) as session:
+        try:
+            tokens = list_tokens(session=session, slug=slug)
+        except BrokerError as error:
+            _fail(error)
+        for token in tokens:
+            state = "revoked" if token.revoked_at else "active"
+            used = token.last_used_at.isoformat() if token.last_used_at else "never"
+            typer.echo(f"{token.id}\t{state}\texpires {token.expires_at.isoformat()}\tlast used {used}\t{token.label or ''}")
+
+
+@partner_app.command("revoke-token")
+def partner_revoke_token(slug: str, token_id: str) -> None:
+    """Revoke a SCIM token at once."""
+    settings = Settings()
+    with _session(settings) as session:
+        try:
+            revoke_scim_token(session=session, slug=slug, token_id=token_id, actor=_actor())
+        except BrokerError as error:
+            _fail(error)
+        typer.echo(f"token {token_id} revoked")

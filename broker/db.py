@@ -1,0 +1,85 @@
+"""Engine and session factory for SQLite (embedded default) and PostgreSQL; migrations through Alembic."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+from sqlmodel import Session, create_engine
+
+from broker.settings import Settings
+
+__all__ = ["SessionDep", "create_db_engine", "get_session", "migrate", "is_sqlite"]
+
+_ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"
+
+
+def is_sqlite(url: str) -> bool:
+    """Whether a database URL names SQLite, which needs its own connection set-up."""
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def _unicode_lower(value: Any) -> Any:
+    """SQLite's built-in lower() folds ASCII only; this makes it agree with PostgreSQL and Python."""
+    return value.lower() if isinstance(value, str) else value
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """WAL, foreign keys, a busy timeout, Unicode lower(), and real transactions with SAVEPOINTs.
+
+    pysqlite's own transaction handling defers BEGIN and breaks SAVEPOINT; SQLAlchemy's documented
+    recipe takes transaction control back. BEGIN IMMEDIATE takes the write lock up front, so two
+    writers queue on the busy timeout instead of failing to upgrade a read lock.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        dbapi_connection.create_function("lower", 1, _unicode_lower, deterministic=True)
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def create_db_engine(settings: Settings) -> Engine:
+    """One engine per process; SQLite gets its pragmas, PostgreSQL a pool."""
+    url = settings.database_url
+    if is_sqlite(url):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        _configure_sqlite(engine)
+        return engine
+    return create_engine(
+        url, pool_size=settings.database_pool_size, max_overflow=settings.database_pool_size, pool_pre_ping=True
+    )
+
+
+def migrate(settings: Settings) -> None:
+    """Bring the schema to the newest Alembic revision: the only way Entente's tables are made."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(_ALEMBIC_DIR))
+    config.set_main_option("sqlalchemy.url", settings.database_url.replace("%", "%%"))
+    command.upgrade(config, "head")
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """A request-scoped session; services commit, an exception rolls back."""
+    with Session(request.app.state.engine, expire_on_commit=False) as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]

@@ -1,0 +1,74 @@
+"""Typed lifecycle events, recorded in the same transaction as the SCIM change that caused them.
+
+The lifecycle engine reads them in ``id`` order; nothing downstream re-derives them from SCIM state.
+
+    joined          a user became active for the first time (created active, or first activated)
+    updated         user attributes changed; ``detail.attributes`` names them
+    groups_changed  a user's (or nested group's) memberships changed; ``detail.added`` / ``removed`` group ids
+    left            ``detail.cause`` = "deactivated" (active true -> false) or "deleted" (DELETE)
+    rejoined        an inactive user who had joined before became active again
+    group_created / group_updated / group_deleted   for policies that key on group names
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index
+from sqlmodel import Field, Session, SQLModel
+
+from broker.types import UTCDateTime, utcnow
+
+__all__ = ["EventKind", "LifecycleEvent", "record_event"]
+
+
+class EventKind(StrEnum):
+    JOINED = "joined"
+    UPDATED = "updated"
+    GROUPS_CHANGED = "groups_changed"
+    LEFT = "left"
+    REJOINED = "rejoined"
+    GROUP_CREATED = "group_created"
+    GROUP_UPDATED = "group_updated"
+    GROUP_DELETED = "group_deleted"
+
+
+class LifecycleEvent(SQLModel, table=True):
+    """One joiner/mover/leaver fact about one subject of one partner."""
+
+    __tablename__ = "lifecycle_event"
+    __table_args__ = (Index("ix_lifecycle_event_partner_subject", "partner_id", "subject_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    partner_id: str = Field(max_length=36, foreign_key="partner.id", ondelete="CASCADE")
+    kind: str = Field(max_length=32)
+    subject_type: str = Field(max_length=16)  #: "user" | "group"
+    subject_id: str = Field(max_length=36)
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    occurred_at: dt.datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    audit_id: int | None = Field(default=None, foreign_key="audit_record.id")
+
+
+def record_event(
+    session: Session,
+    *,
+    partner_id: str,
+    kind: EventKind,
+    subject_type: str,
+    subject_id: str,
+    detail: dict[str, Any] | None = None,
+    audit_id: int | None = None,
+) -> LifecycleEvent:
+    """Add an event to the caller's transaction, so it commits or rolls back with the change itself."""
+    event = LifecycleEvent(
+        partner_id=partner_id,
+        kind=kind.value,
+        subject_type=subject_type,
+        subject_id=subject_id,
+        detail=detail or {},
+        audit_id=audit_id,
+    )
+    session.add(event)
+    return event

@@ -1,0 +1,83 @@
+"""create_app(settings) -> the FastAPI application: routers, error edges, database engine."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from broker.db import create_db_engine
+from broker.errors import BrokerError, InvalidValue, NotFound
+from broker.scim.api import error_response
+from broker.scim.api import router as scim_router
+from broker.settings import Settings, get_settings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("entente")
+_SCIM_PREFIXES = ("/scim/v2", "/scim")
+
+
+def _is_scim(request: Request) -> bool:
+    return request.url.path.startswith("/scim")
+
+
+def _render(request: Request, error: BrokerError) -> Response:
+    if _is_scim(request):
+        return error_response(error)
+    return JSONResponse({"error": type(error).__name__, "detail": error.detail}, status_code=error.status)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the application; the engine is created here and disposed at shutdown."""
+    settings = settings or get_settings()
+    engine = create_db_engine(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
+    app = FastAPI(title="Entente", version="0.1.0", lifespan=lifespan, docs_url="/api/docs", redoc_url=None)
+    app.state.settings = settings
+    app.state.engine = engine
+    for prefix in _SCIM_PREFIXES:
+        app.include_router(scim_router, prefix=prefix, include_in_schema=prefix == "/scim/v2")
+
+    @app.exception_handler(BrokerError)
+    async def broker_error(request: Request, exc: BrokerError) -> Response:
+        return _render(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        location = ".".join(str(p) for p in first.get("loc", ()))
+        return _render(request, InvalidValue(f"{location}: {first.get('msg', 'invalid request')}"))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404:
+            return _render(request, NotFound(f"no such endpoint: {request.method} {request.url.path}"))
+        error = BrokerError(str(exc.detail))
+        if _is_scim(request):
+            body = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"], "status": str(exc.status_code),
+                    "detail": str(exc.detail)}
+            return JSONResponse(body, status_code=exc.status_code, media_type="application/scim+json",
+                                headers=exc.headers)
+        return JSONResponse({"error": type(error).__name__, "detail": error.detail}, status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _render(request, BrokerError("internal error; the change was not applied"))
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,53 @@
+"""The one settings object: every knob Entente has, read from ``ENTENTE_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+
+class Settings(BaseSettings):
+    """Configuration of one Entente process.
+
+    Values come from ``ENTENTE_<NAME>`` environment variables, or from files named
+    ``<name>`` in ``ENTENTE_SECRETS_DIR`` (mounted Kubernetes secrets), validated at start-up.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="ENTENTE_", extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite:///./entente.db",
+        description="SQLAlchemy URL. The embedded default is a SQLite file in WAL mode; "
+        "use postgresql+psycopg://user@host/db in production.",
+    )
+    database_pool_size: int = Field(default=10, ge=1, description="PostgreSQL connection pool size.")
+    public_base_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="External URL of this Entente, used in SCIM meta.location and Location headers.",
+    )
+    host: str = Field(default="127.0.0.1", description="Address `entente serve` binds to.")
+    port: int = Field(default=8000, description="Port `entente serve` binds to.")
+    scim_max_results: int = Field(default=1000, ge=1, description="Largest page a SCIM list returns.")
+    scim_default_count: int = Field(default=100, ge=0, description="Page size when a SCIM list gives no count.")
+    scim_bulk_max_operations: int = Field(default=1000, ge=1, description="Advertised and enforced Bulk limit.")
+    scim_bulk_max_payload_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Advertised and enforced Bulk body limit, in bytes."
+    )
+    scim_max_filter_length: int = Field(
+        default=4096, ge=64, description="Longest SCIM filter accepted; longer ones answer 400 invalidFilter."
+    )
+    scim_token_default_days: int = Field(
+        default=365, ge=1, description="Lifetime of a SCIM bearer token when `--expires` is not given."
+    )
+    secrets_dir: Path | None = Field(default=None, description="Folder of mounted secret files.")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()
