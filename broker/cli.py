@@ -8,13 +8,15 @@ import sys
 from typing import Annotated
 
 import typer
-from sqlmodel import Session
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session, select
 
 from broker.audit.log import Actor
 from broker.db import create_db_engine, migrate
 from broker.errors import BrokerError
 from broker.settings import Settings
-from broker.tenants.models import DomainPolicy
+from broker.tenants.models import DomainPolicy, Partner
 from broker.tenants.service import (
     add_partner,
     get_partner,
@@ -41,8 +43,23 @@ def _actor() -> Actor:
     return Actor(kind="cli", id=user)
 
 
+def _database_error(settings: Settings, exc: SQLAlchemyError) -> None:
+    """Exit 1 naming the database (password hidden) and the driver's first line of reason: no traceback."""
+    reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
+    url = make_url(settings.database_url).render_as_string(hide_password=True)
+    typer.echo(f"error: database {url}: {reason} (is it reachable, and has `entente migrate` run?)", err=True)
+    raise typer.Exit(code=1)
+
+
 def _session(settings: Settings) -> Session:
-    return Session(create_db_engine(settings), expire_on_commit=False)
+    """A session on a database known to be reachable and migrated, else a one-line error and exit 1."""
+    session = Session(create_db_engine(settings), expire_on_commit=False)
+    try:
+        session.exec(select(Partner.id).limit(1)).first()
+    except SQLAlchemyError as exc:
+        session.close()
+        _database_error(settings, exc)
+    return session
 
 
 def _fail(error: BrokerError) -> None:
@@ -58,7 +75,7 @@ def _parse_expiry(text: str) -> dt.timedelta:
         if text[-1:] in units:
             return dt.timedelta(**{units[text[-1]]: int(text[:-1])})
         return dt.timedelta(days=int(text))
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:  # OverflowError: more days than a timedelta holds
         raise typer.BadParameter(f"'{text}' is not a duration like 90d, 12h or 30m") from exc
 
 
@@ -81,7 +98,11 @@ def serve(
 @app.command("migrate")
 def migrate_command() -> None:
     """Bring the database schema to the newest revision."""
-    migrate(Settings())
+    settings = Settings()
+    try:
+        migrate(settings)
+    except SQLAlchemyError as exc:
+        _database_error(settings, exc)
     typer.echo("schema is up to date")
 
 

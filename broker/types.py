@@ -32,7 +32,7 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
-        if value is None:
+        if not isinstance(value, dt.datetime):
             return None
         if value.tzinfo is None:
             return value.replace(tzinfo=dt.UTC)

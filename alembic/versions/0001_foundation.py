@@ -159,6 +159,7 @@ def upgrade() -> None:
     sa.Column('group_pk', sa.Integer(), nullable=False),
     sa.Column('member_id', sqlmodel.sql.sqltypes.AutoString(length=36), nullable=False),
     sa.Column('member_type', sqlmodel.sql.sqltypes.AutoString(length=8), nullable=False),
+    sa.Column('display', sqlmodel.sql.sqltypes.AutoString(length=512), nullable=True),
     sa.ForeignKeyConstraint(['group_pk'], ['scim_group.pk'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('pk'),
     sa.UniqueConstraint('group_pk', 'member_id', name='uq_group_member')

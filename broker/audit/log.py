@@ -13,12 +13,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import JSON, Column
+from sqlalchemy import JSON, Column, Insert, insert
 from sqlmodel import Field, Session, SQLModel
 
 from broker.types import UTCDateTime, utcnow
 
-__all__ = ["Actor", "AuditRecord", "append_audit", "canonical_json", "digest"]
+__all__ = ["Actor", "AppendedAudit", "AuditRecord", "append_audit", "canonical_json", "digest"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,14 @@ class AuditRecord(SQLModel, table=True):
     """SHA-256 of the record's canonical form (everything above), for the Merkle log."""
 
 
+@dataclass(frozen=True)
+class AppendedAudit:
+    """What a caller needs of a record it just appended: its id, for the events it explains."""
+
+    id: int
+    leaf_sha256: str
+
+
 def append_audit(
     session: Session,
     *,
@@ -72,34 +80,45 @@ def append_audit(
     before: Any = None,
     after: Any = None,
     detail: dict[str, Any] | None = None,
-) -> AuditRecord:
-    """Add an audit record to the caller's transaction; it becomes durable with the change it describes."""
-    record = AuditRecord(
-        occurred_at=utcnow(),
-        partner_id=partner_id,
-        actor_kind=actor.kind,
-        actor_id=actor.id,
-        action=action,
-        resource_type=resource_type,
-        resource_id=resource_id,
-        before_sha256=digest(before),
-        after_sha256=digest(after),
-        detail=detail or {},
-        leaf_sha256="",
-    )
-    record.leaf_sha256 = hashlib.sha256(
+) -> AppendedAudit:
+    """Insert an audit record in the caller's transaction; it becomes durable with the change it describes.
+
+    A Core INSERT rather than an ORM object: records are never read back in the request that
+    writes them, and the unit of work would cost more than the rest of a SCIM write.
+    """
+    occurred_at = utcnow()
+    before_sha256, after_sha256, detail = digest(before), digest(after), detail or {}
+    leaf = hashlib.sha256(
         canonical_json(
             {
-                "occurred_at": record.occurred_at.isoformat(),
+                "occurred_at": occurred_at.isoformat(),
                 "partner_id": partner_id,
                 "actor": [actor.kind, actor.id],
                 "action": action,
                 "resource": [resource_type, resource_id],
-                "before": record.before_sha256,
-                "after": record.after_sha256,
-                "detail": record.detail,
+                "before": before_sha256,
+                "after": after_sha256,
+                "detail": detail,
             }
         )
     ).hexdigest()
-    session.add(record)
-    return record
+    table = AuditRecord.__table__  # type: ignore[attr-defined]
+    statement: Insert = (
+        insert(table)
+        .values(
+            occurred_at=occurred_at,
+            partner_id=partner_id,
+            actor_kind=actor.kind,
+            actor_id=actor.id,
+            action=action,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            before_sha256=before_sha256,
+            after_sha256=after_sha256,
+            detail=detail,
+            leaf_sha256=leaf,
+        )
+        .returning(table.c.id)
+    )
+    record_id: int = session.execute(statement).scalar_one()
+    return AppendedAudit(id=record_id, leaf_sha256=leaf)

@@ -16,7 +16,7 @@ import datetime as dt
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index
+from sqlalchemy import JSON, Column, Index, insert
 from sqlmodel import Field, Session, SQLModel
 
 from broker.types import UTCDateTime, utcnow
@@ -60,15 +60,16 @@ def record_event(
     subject_id: str,
     detail: dict[str, Any] | None = None,
     audit_id: int | None = None,
-) -> LifecycleEvent:
-    """Add an event to the caller's transaction, so it commits or rolls back with the change itself."""
-    event = LifecycleEvent(
-        partner_id=partner_id,
-        kind=kind.value,
-        subject_type=subject_type,
-        subject_id=subject_id,
-        detail=detail or {},
-        audit_id=audit_id,
+) -> None:
+    """Insert an event in the caller's transaction, so it commits or rolls back with the change itself."""
+    session.execute(
+        insert(LifecycleEvent).values(
+            partner_id=partner_id,
+            kind=kind.value,
+            subject_type=subject_type,
+            subject_id=subject_id,
+            detail=detail or {},
+            occurred_at=utcnow(),
+            audit_id=audit_id,
+        )
     )
-    session.add(event)
-    return event

@@ -23,7 +23,7 @@ from broker.scim.common import etag_matches
 from broker.scim.filters import ResourceKind
 from broker.scim.listing import ListQuery, integer_parameter, list_resources, render_groups, render_users
 from broker.scim.models import ScimGroup, ScimUser
-from broker.scim.resources import etag
+from broker.scim.resources import etag, unstorable
 
 __all__ = ["SCIM_MEDIA_TYPE", "error_response", "router"]
 
@@ -58,9 +58,27 @@ async def _body(request: Request, limit: int | None = None) -> Any:
     if not raw.strip():
         raise InvalidSyntax("the request body is empty; a JSON object is required")
     try:
-        return json.loads(raw)
+        document = json.loads(raw)
     except (ValueError, RecursionError) as exc:
         raise InvalidSyntax(f"the request body is not valid JSON: {exc}") from exc
+    _refuse_unstorable(document)
+    return document
+
+
+def _refuse_unstorable(document: Any) -> None:
+    """400 if any key or string of the body holds U+0000 or a lone surrogate (valid JSON escapes both):
+    checked once here, rather than failing as a 500 wherever such a string meets the database."""
+    pending = [document]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if unstorable(item):
+                raise InvalidValue("the request body holds a string with U+0000 or an unpaired surrogate")
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
 
 
 async def _off_loop(work: Callable[[], Response]) -> Response:
@@ -127,6 +145,11 @@ def _resource_response(
     if status == 201:
         headers["Location"] = f"{caller.base_url}/{endpoint}/{row.id}"
     return ScimResponse(body, status_code=status, headers=headers)
+
+
+def _not_modified(version: int) -> Response:
+    """304 for a matching If-None-Match (RFC 7644 §3.14); RFC 9110 §15.4.5 requires the ETag on it."""
+    return Response(status_code=304, headers={"ETag": etag(version)})
 
 
 # -- discovery (RFC 7644 §4) ----------------------------------------------------------------------
@@ -203,6 +226,7 @@ async def search_all(request: Request, session: SessionDep, caller: ScimCallerDe
 
 
 def _search_both(session: Session, caller: ScimCaller, query: ListQuery) -> Response:
+    query = ListQuery(**{**query.__dict__, "root": True})
     count = caller.settings.scim_default_count if query.count is None else query.count
     count = min(max(count, 0), caller.settings.scim_max_results)
     start = max(query.start_index, 1)
@@ -247,7 +271,7 @@ def get_user(user_id: str, request: Request, session: SessionDep, caller: ScimCa
     row = users.get_user(session=session, caller=caller, user_id=user_id)
     if_none_match = request.headers.get("if-none-match")
     if if_none_match and etag_matches(if_none_match, row.version):
-        raise NotModified("not modified")
+        return _not_modified(row.version)
     return _resource_response(session, caller, row, request)
 
 
@@ -302,7 +326,7 @@ def get_group(group_id: str, request: Request, session: SessionDep, caller: Scim
     row = groups.get_group(session=session, caller=caller, group_id=group_id)
     if_none_match = request.headers.get("if-none-match")
     if if_none_match and etag_matches(if_none_match, row.version):
-        raise NotModified("not modified")
+        return _not_modified(row.version)
     return _resource_response(session, caller, row, request)
 
 

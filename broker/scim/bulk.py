@@ -66,12 +66,13 @@ def _error_body(error: BrokerError) -> dict[str, Any]:
 
 
 def _execute(session: Session, caller: ScimCaller, op: _Op, created: dict[str, str]) -> dict[str, Any]:
-    path = _refs(op.path, created)
     data = _refs(op.data, created)
-    match = _PATH.match(path or "")
+    match = _PATH.match(op.path or "")
     if match is None:
         raise InvalidValue(f"bulk path '{op.path}' must be /Users, /Groups, /Users/<id> or /Groups/<id>")
     kind, resource_id = match.group("type").lower(), match.group("id")
+    if resource_id is not None:  # `/Users/bulkId:qwerty` (RFC 7644 §3.7.2): the reference is the id segment
+        resource_id = _refs(resource_id, created)
     base = f"{caller.base_url}/{'Users' if kind == 'users' else 'Groups'}"
     if op.method == "POST":
         if resource_id is not None:

@@ -22,13 +22,13 @@ from typing import Any, Literal
 from scim2_filter_parser import ast
 from scim2_filter_parser.lexer import SCIMLexer
 from scim2_filter_parser.parser import SCIMParser
-from sqlalchemy import ColumnElement, and_, func, not_, or_, select, true
+from sqlalchemy import ColumnElement, and_, false, func, not_, or_, select, true
 from sqlalchemy.sql.elements import KeyedColumnElement
 
 from broker.errors import InvalidFilter, InvalidValue
 from broker.scim.models import GroupMember, ScimGroup, ScimUser, ScimValue
 from broker.scim.normalize import CORE_GROUP, CORE_USER, ENTERPRISE
-from broker.scim.resources import MULTI_VALUED, fold
+from broker.scim.resources import MULTI_VALUED, fold, unstorable
 
 __all__ = ["ResourceKind", "build_filter", "member_filter", "parse_filter", "sort_key"]
 
@@ -160,6 +160,8 @@ def _tokens(text: str) -> Iterator[Any]:
                 token.value = _Quoted(json.loads(f'"{token.value}"'))
             except ValueError as exc:
                 raise InvalidFilter(f"invalid string literal {token.value!r} in filter") from exc
+            if unstorable(token.value):  # an escaped \u0000 or lone surrogate: no value can equal it
+                raise InvalidFilter(f"string literal {token.value!r} holds U+0000 or an unpaired surrogate")
         elif token.type in ("TRUE", "FALSE", "NULL", "NUMBER"):
             token.value = _Bare(token.value)
         yield token
@@ -186,18 +188,92 @@ def parse_filter(text: str, *, max_length: int = 4096) -> ast.Filter:
         raise InvalidFilter(f"cannot parse filter {text!r}: {reason}") from exc
     if tree is None:
         raise InvalidFilter(f"cannot parse filter {text!r}")
-    if _count(tree) > _MAX_NODES:
+    try:
+        nodes = _count(tree)
+    except RecursionError as exc:  # thousands of nested parentheses still fit in max_length
+        raise InvalidFilter("filter is nested too deeply") from exc
+    if nodes > _MAX_NODES:
         raise InvalidFilter(f"filter has more than {_MAX_NODES} nodes")
-    return tree  # type: ignore[no-any-return]
+    return _precedence(tree)
+
+
+def _chained(node: Any) -> bool:
+    """An unparenthesised ``x and/or y``: the parser wraps a parenthesised one in one more Filter."""
+    return (
+        isinstance(node, ast.Filter) and isinstance(node.expr, ast.LogExpr) and not node.negated
+        and node.namespace is None
+    )
+
+
+def _precedence(node: Any) -> Any:
+    """Rebuild each unparenthesised and/or chain so ``and`` binds tighter than ``or`` (RFC 7644 §3.4.2.2).
+
+    scim2-filter-parser 0.7.0 declares ``and`` and ``or`` at one precedence level, so
+    ``a or b and c`` parses as ``(a or b) and c``, which answers a different question.
+    """
+    if not isinstance(node, ast.AST):
+        return node
+    if not _chained(node):
+        for name in node._fields:
+            setattr(node, name, _precedence(getattr(node, name)))
+        return node
+    operands: list[Any] = []
+    operators: list[str] = []
+
+    def flatten(item: Any) -> None:
+        if _chained(item):
+            flatten(item.expr.expr1)
+            operators.append(str(item.expr.op).lower())
+            flatten(item.expr.expr2)
+        else:
+            operands.append(_precedence(item))
+
+    flatten(node)
+
+    def join(op: str, items: list[Any]) -> Any:
+        result = items[0]
+        for item in items[1:]:
+            result = ast.Filter(ast.LogExpr(op, result, item), False, None)
+        return result
+
+    terms: list[list[Any]] = [[operands[0]]]
+    for operator, operand in zip(operators, operands[1:], strict=True):
+        if operator == "and":
+            terms[-1].append(operand)
+        else:
+            terms.append([operand])
+    return join("or", [join("and", term) for term in terms])
 
 
 class _Builder:
     """Turns one parsed filter into one SQL predicate for one partner's resources."""
 
-    def __init__(self, kind: ResourceKind, partner_id: str) -> None:
+    def __init__(self, kind: ResourceKind, partner_id: str, *, root: bool = False) -> None:
         self.kind = kind
         self.partner_id = partner_id
         self.catalogue = _CATALOGUES[kind]
+        self.root = root
+
+    def absent(self, path: ast.AttrPath) -> bool:
+        """Whether, at the root endpoint, ``path`` is an attribute of the other resource type only.
+
+        RFC 7644 §3.4.2.2: "For filtered attributes that are not part of a particular resource type,
+        the service provider SHALL treat the attribute as if there is no attribute value", so
+        ``displayName co "x" or userName co "x"`` still finds Groups. An attribute neither type has
+        stays 400 invalidFilter, so a typo never widens a search.
+        """
+        if not self.root:
+            return False
+        try:
+            self.resolve(path)
+            return False
+        except InvalidFilter:
+            pass
+        try:
+            _Builder("Group" if self.kind == "User" else "User", self.partner_id).resolve(path)
+        except InvalidFilter:
+            return False
+        return True
 
     # -- attribute resolution -------------------------------------------------------------
     def resolve(self, path: ast.AttrPath) -> tuple[_Target, str | None, str]:
@@ -255,6 +331,8 @@ class _Builder:
             bare = ast.AttrPath(namespace.attr_name, None, namespace.uri)
             predicate = self.value_path(bare, inner.expr, (sub, op, literal))
             return not_(predicate) if inner.negated else predicate
+        if self.absent(path):
+            return true() if op == "ne" else false()  # no value: only `ne` holds, as for NULL columns
         target, sub, printable = self.resolve(path)
         if isinstance(target, _Scalar):
             return _compare(target, op, literal, printable)
@@ -268,6 +346,8 @@ class _Builder:
         self, path: ast.AttrPath, inner: Any, last: tuple[str, str, Any] | None
     ) -> ColumnElement[bool]:
         """``attr[inner]`` and/or ``attr.sub op literal``, true when one value satisfies all of it."""
+        if self.absent(path):
+            return false()  # no values, so none satisfies it
         target, sub, printable = self.resolve(path)
         if sub is not None and last is None:
             raise InvalidFilter(f"'{printable}': a sub-attribute goes after the ']'")
@@ -416,27 +496,42 @@ def _compare(attr: _Scalar, op: str, raw: Any, printable: str) -> ColumnElement[
     if isinstance(value, str) and not attr.case_exact:
         value = fold(value)
         column = attr.folded if attr.folded is not None and op in ("eq", "ne") else func.lower(column)
-    if op == "eq":
-        return column == value  # type: ignore[no-any-return]
     if op == "ne":
         return or_(attr.column.is_(None), column != value)
-    if op == "co":
-        return column.contains(value, autoescape=True)  # type: ignore[no-any-return]
-    if op == "sw":
-        return column.startswith(value, autoescape=True)  # type: ignore[no-any-return]
-    if op == "ew":
-        return column.endswith(value, autoescape=True)  # type: ignore[no-any-return]
+    # An unassigned attribute does not match (RFC 7644 §3.4.2.2), so `not (title eq "x")` must match
+    # it. SQL says NULL = 'x' is NULL and NOT NULL is NULL, which would drop every user without a
+    # title; `IS NOT NULL AND ...` is FALSE for them instead, and stays FALSE under NOT.
+    assigned = attr.column.is_not(None)
+    if op == "eq":
+        return and_(assigned, column == value)
+    if op in ("co", "sw", "ew"):
+        matcher = {"co": column.contains, "sw": column.startswith, "ew": column.endswith}[op]
+        like = matcher(value, autoescape=True)
+        if not (attr.case_exact and value):
+            return and_(assigned, like)
+        # SQLite's LIKE ignores ASCII case, so `externalId sw "ext"` would match "Ext-A" there and not on
+        # PostgreSQL; replace() and substr() compare exactly on both (LIKE still narrows first).
+        exact = {
+            "co": func.replace(column, value, "") != column,
+            "sw": func.substr(column, 1, len(value)) == value,
+            "ew": func.substr(column, func.length(column) - len(value) + 1) == value,
+        }[op]
+        return and_(assigned, like, exact)
     comparisons = {"gt": column > value, "ge": column >= value, "lt": column < value, "le": column <= value}
-    return comparisons[op]  # type: ignore[no-any-return]
+    return and_(assigned, comparisons[op])
 
 
 def build_filter(
-    text: str, *, kind: ResourceKind, partner_id: str, max_length: int = 4096
+    text: str, *, kind: ResourceKind, partner_id: str, max_length: int = 4096, root: bool = False
 ) -> ColumnElement[bool]:
-    """The SQL predicate for a SCIM filter over one partner's Users or Groups."""
+    """The SQL predicate for a SCIM filter over one partner's Users or Groups.
+
+    ``root``: the search spans both types (POST /.search), so attributes of the other type only
+    have no value here instead of being refused (RFC 7644 §3.4.2.2).
+    """
     tree = parse_filter(text, max_length=max_length)
     try:
-        return _Builder(kind, partner_id).build(tree)
+        return _Builder(kind, partner_id, root=root).build(tree)
     except RecursionError as exc:
         raise InvalidFilter("filter is nested too deeply") from exc
 

@@ -47,6 +47,8 @@ Change = tuple[list[tuple[str, str]], list[tuple[str, str]]]  # (added, removed)
 
 def get_group(*, session: Session, caller: ScimCaller, group_id: str) -> ScimGroup:
     """The partner's group with this id. Another partner's id is NotFound, exactly like a missing one."""
+    if "\x00" in group_id:  # no id holds U+0000, and PostgreSQL cannot even compare with it (%00 in a URL)
+        raise NotFound(f"Group '{group_id}' not found")
     row = session.exec(
         select(ScimGroup).where(ScimGroup.partner_id == caller.partner_id, ScimGroup.id == group_id)
     ).first()
@@ -56,26 +58,27 @@ def get_group(*, session: Session, caller: ScimCaller, group_id: str) -> ScimGro
 
 
 def members_of_groups(*, session: Session, caller: ScimCaller, group_pks: list[int]) -> dict[int, list[dict[str, Any]]]:
-    """Members (value, type, display) of several groups in two queries, for rendering."""
+    """Members of several groups in two queries, for rendering; ``display`` is the one the client sent,
+    else the member's current displayName (else userName)."""
     result: dict[int, list[dict[str, Any]]] = defaultdict(list)
     if not group_pks:
         return result
     users = session.exec(
-        select(GroupMember.group_pk, ScimUser.id, ScimUser.display_name, ScimUser.user_name)
+        select(GroupMember.group_pk, ScimUser.id, GroupMember.display, ScimUser.display_name, ScimUser.user_name)
         .join(ScimUser, and_(ScimUser.id == GroupMember.member_id, ScimUser.partner_id == GroupMember.partner_id))
         .where(GroupMember.partner_id == caller.partner_id, col(GroupMember.group_pk).in_(group_pks))
         .order_by(col(GroupMember.pk))
     ).all()
-    for group_pk, member_id, display_name, user_name in users:
-        result[group_pk].append({"value": member_id, "type": "User", "display": display_name or user_name})
+    for group_pk, member_id, sent, display_name, user_name in users:
+        result[group_pk].append({"value": member_id, "type": "User", "display": sent or display_name or user_name})
     nested = session.exec(
-        select(GroupMember.group_pk, ScimGroup.id, ScimGroup.display_name)
+        select(GroupMember.group_pk, ScimGroup.id, GroupMember.display, ScimGroup.display_name)
         .join(ScimGroup, and_(ScimGroup.id == GroupMember.member_id, ScimGroup.partner_id == GroupMember.partner_id))
         .where(GroupMember.partner_id == caller.partner_id, col(GroupMember.group_pk).in_(group_pks))
         .order_by(col(GroupMember.pk))
     ).all()
-    for group_pk, member_id, display_name in nested:
-        result[group_pk].append({"value": member_id, "type": "Group", "display": display_name})
+    for group_pk, member_id, sent, display_name in nested:
+        result[group_pk].append({"value": member_id, "type": "Group", "display": sent or display_name})
     return result
 
 
@@ -95,18 +98,20 @@ def groups_of_users(*, session: Session, caller: ScimCaller, user_ids: list[str]
     return result
 
 
-def _member_values(items: Any, where: str) -> list[str]:
+def _member_values(items: Any, where: str) -> dict[str, str | None]:
+    """Member id -> the ``display`` the client sent (kept as sent), in the order given."""
     if isinstance(items, dict):
         items = [items]
     if not isinstance(items, list):
         raise InvalidValue(f"{where}: members must be a list of {{\"value\": id}} objects")
-    values: list[str] = []
+    values: dict[str, str | None] = {}
     for item in items:
         value = item.get("value") if isinstance(item, dict) else None
         if not isinstance(value, str) or not value:
             raise InvalidValue(f"{where}: every member needs a string 'value' (the member's id)")
-        values.append(value)
-    return list(dict.fromkeys(values))
+        display = next((v for k, v in item.items() if k.lower() == "display"), None)
+        values[value] = display if isinstance(display, str) else None
+    return values
 
 
 def _resolve(session: Session, caller: ScimCaller, group: ScimGroup, ids: list[str]) -> dict[str, str]:
@@ -142,18 +147,25 @@ def _current(session: Session, group: ScimGroup) -> dict[str, str]:
     return dict(rows)
 
 
-def _add(session: Session, caller: ScimCaller, group: ScimGroup, ids: list[str]) -> Change:
-    existing = set(
-        session.exec(
-            select(GroupMember.member_id).where(GroupMember.group_pk == group.pk, col(GroupMember.member_id).in_(ids))
+def _add(session: Session, caller: ScimCaller, group: ScimGroup, members: dict[str, str | None]) -> Change:
+    """Add members that are not there yet; a repeated add only refreshes the ``display`` sent."""
+    existing = {
+        row.member_id: row
+        for row in session.exec(
+            select(GroupMember).where(GroupMember.group_pk == group.pk, col(GroupMember.member_id).in_(list(members)))
         ).all()
-    )
-    new = [i for i in ids if i not in existing]
+    }
+    for member_id, row in existing.items():
+        if members[member_id] is not None and row.display != members[member_id]:
+            row.display = members[member_id]
+            session.add(row)
+    new = [i for i in members if i not in existing]
     types = _resolve(session, caller, group, new)
     assert group.pk is not None
     for member_id in new:
         session.add(
-            GroupMember(partner_id=caller.partner_id, group_pk=group.pk, member_id=member_id, member_type=types[member_id])
+            GroupMember(partner_id=caller.partner_id, group_pk=group.pk, member_id=member_id,
+                        member_type=types[member_id], display=members[member_id])
         )
     return [(i, types[i]) for i in new], []
 
@@ -172,11 +184,11 @@ def _remove_ids(session: Session, group: ScimGroup, ids: list[str]) -> Change:
     return _remove_where(session, group, col(GroupMember.member_id).in_(ids))
 
 
-def _set(session: Session, caller: ScimCaller, group: ScimGroup, ids: list[str]) -> Change:
+def _set(session: Session, caller: ScimCaller, group: ScimGroup, members: dict[str, str | None]) -> Change:
     current = _current(session, group)
-    _, removed = _remove_ids(session, group, [i for i in current if i not in ids])
+    _, removed = _remove_ids(session, group, [i for i in current if i not in members])
     session.flush()
-    added, _ = _add(session, caller, group, ids)
+    added, _ = _add(session, caller, group, members)
     return added, removed
 
 
@@ -193,7 +205,11 @@ def _member_operation(
     match = _MEMBERS_PATH.match(path) if path else None
     filter_text = match.group("filter") if match else None
     if match and match.group("rest").strip():
-        raise InvalidPath(f"'{path}': member sub-attributes are immutable; add or remove the member instead")
+        if re.fullmatch(r"\s*\.\s*(value|type|display|\$ref)\s*", match.group("rest"), re.IGNORECASE):
+            # RFC 7643 §4.2: value, $ref and type are immutable, so the path is well formed but the
+            # change is refused: mutability, not invalidPath. (display changes by re-adding the member.)
+            raise Mutability(f"'{path}': member sub-attributes are immutable; add or remove the member")
+        raise InvalidPath(f"'{path}': not a path to members or to one of their sub-attributes")
     if op == "add":
         if filter_text is not None:
             raise InvalidPath(f"'{path}': add does not take a value filter")
@@ -210,7 +226,7 @@ def _member_operation(
     if filter_text is not None:
         return _remove_where(session, group, member_filter(filter_text))
     if value is not None:  # Entra: remove path=members with a value list removes only those members
-        return _remove_ids(session, group, _member_values(value, where))
+        return _remove_ids(session, group, list(_member_values(value, where)))
     return _remove_where(session, group, None)
 
 
@@ -279,7 +295,6 @@ def _audit_and_events(
             **({"members_removed": [i for i, _ in removed]} if removed else {}),
         },
     )
-    session.flush()
     if kind is EventKind.GROUP_CREATED or (kind is EventKind.GROUP_UPDATED and changed):
         record_event(
             session,
@@ -306,8 +321,7 @@ def create_group(*, session: Session, caller: ScimCaller, payload: Any) -> ScimG
     )
     session.add(group)
     _flush(session, doc["displayName"])
-    ids = [m.value for m in model.members or [] if m.value]
-    change = _add(session, caller, group, list(dict.fromkeys(ids)))
+    change = _add(session, caller, group, {m.value: m.display for m in model.members or [] if m.value})
     detail = {"ignored_schemas": dropped} if dropped else {}
     _audit_and_events(
         session, caller, group, action="scim.group.created", before=None, change=change, detail=detail,
@@ -345,8 +359,7 @@ def replace_group(
     model = validate_group(body, ctx=Context.RESOURCE_REPLACEMENT_REQUEST)
     doc = group_document(model)
     before = group.attributes
-    ids = list(dict.fromkeys(m.value for m in model.members or [] if m.value))
-    change = _set(session, caller, group, ids)
+    change = _set(session, caller, group, {m.value: m.display for m in model.members or [] if m.value})
     if _store(session, caller, group, doc, bool(change[0] or change[1])):
         detail = {"ignored_schemas": dropped} if dropped else {}
         _audit_and_events(
@@ -444,7 +457,6 @@ def delete_group(*, session: Session, caller: ScimCaller, group_id: str, if_matc
         before=group.attributes,
         detail={"members_removed": [i for i, _ in change[1]]},
     )
-    session.flush()
     record_event(
         session, partner_id=caller.partner_id, kind=EventKind.GROUP_DELETED, subject_type="group",
         subject_id=group.id, detail={"displayName": group.display_name}, audit_id=audit.id,

@@ -32,6 +32,8 @@ class ListQuery:
     count: int | None = None
     attributes: list[str] | None = None
     excluded_attributes: list[str] | None = None
+    root: bool = False
+    """A root POST /.search over both types: the other type's attributes have no value (RFC 7644 §3.4.2.2)."""
 
 
 def integer_parameter(name: str, raw: Any) -> int | None:
@@ -105,7 +107,7 @@ def list_resources(*, session: Session, caller: ScimCaller, kind: ResourceKind, 
     if query.filter is not None:
         conditions.append(
             build_filter(query.filter, kind=kind, partner_id=caller.partner_id,
-                         max_length=settings.scim_max_filter_length)
+                         max_length=settings.scim_max_filter_length, root=query.root)
         )
     order = (query.sort_order or "ascending").lower()
     if order not in ("ascending", "descending"):
@@ -120,7 +122,9 @@ def list_resources(*, session: Session, caller: ScimCaller, kind: ResourceKind, 
         key = sort_key(query.sort_by, kind=kind)
         statement = statement.order_by(key.desc().nulls_first() if order == "descending" else key.asc().nulls_last())
     statement = statement.order_by(col(table.pk)).offset(start - 1).limit(count)
-    rows = list(session.exec(statement).all()) if count else []
+    # Past the last result there is nothing to fetch; skipping the query also keeps a startIndex
+    # beyond 64 bits (valid JSON, valid query text) from reaching the driver's OFFSET as an overflow.
+    rows = list(session.exec(statement).all()) if count and start <= total else []
     if kind == "User":
         resources = render_users(session=session, caller=caller, rows=rows, attributes=query.attributes,  # type: ignore[arg-type]
                                  excluded=query.excluded_attributes)

@@ -123,3 +123,6 @@ class GroupMember(SQLModel, table=True):
     group_pk: int = Field(sa_column=Column(ForeignKey("scim_group.pk", ondelete="CASCADE"), nullable=False))
     member_id: str = Field(max_length=36)
     member_type: str = Field(max_length=8)  #: "User" | "Group"
+    display: str | None = Field(default=None, max_length=512)
+    """As the client sent it (Entra: "store values as sent"); rendered in its place when absent: the
+    member's current displayName, else userName."""

@@ -6,6 +6,7 @@ minus the attributes we compute (id, meta, groups, members) and the ones we neve
 
 from __future__ import annotations
 
+import re
 from typing import Any, TypeVar
 
 import email_validator
@@ -31,7 +32,7 @@ from broker.errors import (
     NoTarget,
     TooMany,
 )
-from broker.scim.models import ScimGroup, ScimUser
+from broker.scim.models import ScimGroup, ScimUser, ScimValue
 from broker.scim.normalize import ENTERPRISE
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "render_group",
     "render_user",
     "shape",
+    "unstorable",
     "user_columns",
     "user_document",
     "user_values",
@@ -130,6 +132,8 @@ def _stored(model: UserModel | Group, drop: tuple[str, ...]) -> dict[str, Any]:
 def user_document(model: UserModel, *, base_url: str) -> dict[str, Any]:
     """What we keep of a user: no id/meta (ours), no groups (computed), no password (never stored)."""
     doc = _stored(model, ("id", "meta", "groups", "password"))
+    if not str(doc.get("userName") or "").strip():  # create, PUT and PATCH all pass through here
+        raise InvalidValue("userName must be a non-empty string (RFC 7643 §4.1.1)")
     ext = doc.get(ENTERPRISE)
     if isinstance(ext, dict) and isinstance(ext.get("manager"), dict):
         manager = ext["manager"]
@@ -146,6 +150,8 @@ def user_document(model: UserModel, *, base_url: str) -> dict[str, Any]:
 def group_document(model: Group) -> dict[str, Any]:
     """What we keep of a group: no id/meta (ours), no members (in group_member)."""
     doc = _stored(model, ("id", "meta", "members"))
+    if not str(doc.get("displayName") or "").strip():
+        raise InvalidValue("displayName must be a non-empty string (RFC 7643 §4.2)")
     doc["schemas"] = [str(Group.__schema__)]
     return doc
 
@@ -159,17 +165,49 @@ def fold(value: str) -> str:
     return value.lower()
 
 
-def user_columns(doc: dict[str, Any]) -> dict[str, Any]:
-    """The promoted, filterable columns of a stored user document."""
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def unstorable(text: str) -> bool:
+    """Whether a string holds U+0000 or an unpaired surrogate: JSON escapes carry both, but PostgreSQL
+    refuses U+0000 and no database (nor the audit digest) can encode a lone surrogate as UTF-8."""
+    return "\x00" in text or _SURROGATE.search(text) is not None
+
+
+def _fitting(
+    table: type[ScimUser] | type[ScimGroup] | type[ScimValue], values: dict[str, Any]
+) -> dict[str, Any]:
+    """``values`` if every string fits its column, else InvalidValue.
+
+    PostgreSQL refuses a longer string only when the row is written (a 500), where SQLite keeps it:
+    checking first makes both databases answer the same 400.
+    """
+    columns = table.__table__.c  # type: ignore[union-attr]
+    for name, value in values.items():
+        limit = getattr(columns[name].type, "length", None)
+        if isinstance(value, str) and limit is not None and len(value) > limit:
+            label = name.replace("_", " ")
+            raise InvalidValue(f"{label}: {len(value)} characters, more than the {limit} Entente keeps")
+    return values
+
+
+def user_columns(doc: dict[str, Any], *, active_if_unassigned: bool = True) -> dict[str, Any]:
+    """The promoted, filterable columns of a stored user document.
+
+    ``active`` is the effective state lifecycle consumers act on. When a PUT omits ``active`` or a
+    PATCH removes it, the attribute is unassigned in the representation (RFC 7644 §3.5.2.2) but the
+    effective state stays what it was (``active_if_unassigned``): a leaver is never reactivated by
+    omission, and an active person is never dropped by it.
+    """
     name = doc.get("name") or {}
     ext = doc.get(ENTERPRISE) or {}
     manager = ext.get("manager") or {}
     user_name = doc["userName"]
-    return {
+    return _fitting(ScimUser, {
         "user_name": user_name,
         "user_name_ci": fold(user_name),
         "external_id": _text(doc.get("externalId")),
-        "active": doc.get("active", True) is not False,
+        "active": doc["active"] if isinstance(doc.get("active"), bool) else active_if_unassigned,
         "display_name": _text(doc.get("displayName")),
         "nick_name": _text(doc.get("nickName")),
         "title": _text(doc.get("title")),
@@ -190,7 +228,7 @@ def user_columns(doc: dict[str, Any]) -> dict[str, Any]:
         "division": _text(ext.get("division")),
         "department": _text(ext.get("department")),
         "manager_id": _text(manager.get("value")),
-    }
+    })
 
 
 def user_values(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -212,17 +250,17 @@ def user_values(doc: dict[str, Any]) -> list[dict[str, Any]]:
                     "display": _text(item.get("display")),
                 }
             )
-    return rows
+    return [_fitting(ScimValue, row) for row in rows]
 
 
 def group_columns(doc: dict[str, Any]) -> dict[str, Any]:
     """The promoted, filterable columns of a stored group document."""
     display_name = doc["displayName"]
-    return {
+    return _fitting(ScimGroup, {
         "display_name": display_name,
         "display_name_ci": fold(display_name),
         "external_id": _text(doc.get("externalId")),
-    }
+    })
 
 
 def _meta(resource_type: str, row: ScimUser | ScimGroup, base_url: str) -> dict[str, Any]:

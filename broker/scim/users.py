@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 from scim2_models import Context, PatchOp, SCIMException
 from sqlalchemy import delete as sql_delete
+from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
@@ -36,6 +37,8 @@ __all__ = ["create_user", "delete_user", "get_user", "patch_user", "replace_user
 
 def get_user(*, session: Session, caller: ScimCaller, user_id: str) -> ScimUser:
     """The partner's user with this id. Another partner's id is NotFound, exactly like a missing one."""
+    if "\x00" in user_id:  # no id holds U+0000, and PostgreSQL cannot even compare with it (%00 in a URL)
+        raise NotFound(f"User '{user_id}' not found")
     row = session.exec(
         select(ScimUser).where(ScimUser.partner_id == caller.partner_id, ScimUser.id == user_id)
     ).first()
@@ -53,11 +56,14 @@ def _ensure_unique(session: Session, caller: ScimCaller, user_name: str, exclude
         raise Conflict(f"userName '{user_name}' is already taken by another user of this partner")
 
 
-def _write_values(session: Session, row: ScimUser, doc: dict[str, Any]) -> None:
+def _write_values(session: Session, row: ScimUser, doc: dict[str, Any], *, fresh: bool = False) -> None:
+    """Rebuild the user's multi-valued index rows (Core statements: they are never read back here)."""
     assert row.pk is not None
-    session.execute(sql_delete(ScimValue).where(ScimValue.user_pk == row.pk))  # type: ignore[arg-type]
-    for value in user_values(doc):
-        session.add(ScimValue(partner_id=row.partner_id, user_pk=row.pk, **value))
+    if not fresh:
+        session.execute(sql_delete(ScimValue).where(ScimValue.user_pk == row.pk))  # type: ignore[arg-type]
+    values = [{"partner_id": row.partner_id, "user_pk": row.pk, **value} for value in user_values(doc)]
+    if values:
+        session.execute(insert(ScimValue), values)
 
 
 def _flush(session: Session, user_name: str) -> None:
@@ -81,7 +87,7 @@ def create_user(*, session: Session, caller: ScimCaller, payload: Any) -> ScimUs
     body, dropped = normalize_resource(require_object(payload), core=CORE_USER, base_url=caller.base_url)
     model = validate_user(body, ctx=Context.RESOURCE_CREATION_REQUEST)
     doc = user_document(model, base_url=caller.base_url)
-    doc.setdefault("active", True)  # absent means active; stored explicitly so a later PUT cannot flip it
+    doc.setdefault("active", True)  # the server's default at creation (RFC 7643 §2.5), made explicit
     _ensure_unique(session, caller, doc["userName"], None)
     detail = _ignored(model, dropped)
     warnings = check_domains(caller, None, doc)
@@ -100,7 +106,7 @@ def create_user(*, session: Session, caller: ScimCaller, payload: Any) -> ScimUs
     )
     session.add(row)
     _flush(session, doc["userName"])
-    _write_values(session, row, doc)
+    _write_values(session, row, doc, fresh=True)
     audit = append_audit(
         session,
         actor=caller.actor,
@@ -111,7 +117,6 @@ def create_user(*, session: Session, caller: ScimCaller, payload: Any) -> ScimUs
         after=doc,
         detail=detail,
     )
-    session.flush()
     if row.active:
         record_event(
             session,
@@ -138,7 +143,7 @@ def _apply(
         detail["domain_warnings"] = warnings
     was_active = row.active
     now = utcnow()
-    columns = user_columns(doc)
+    columns = user_columns(doc, active_if_unassigned=row.active)
     for key, value in columns.items():
         setattr(row, key, value)
     row.attributes = doc
@@ -163,7 +168,6 @@ def _apply(
         after=doc,
         detail={"changed": changed, **detail},
     )
-    session.flush()
 
     def event(kind: EventKind, extra: dict[str, Any] | None = None) -> None:
         record_event(
@@ -198,7 +202,9 @@ def replace_user(
         raise Mutability(f"id is readOnly: the body says '{sent_id}', the resource is '{row.id}'")
     model = validate_user(body, ctx=Context.RESOURCE_REPLACEMENT_REQUEST)
     doc = user_document(model, base_url=caller.base_url)
-    # A PUT that omits `active` keeps the current state: a leaver is never reactivated by omission.
+    # A PUT that omits `active` (OneLogin's template never sends it) gets the current state as the
+    # server's default (RFC 7643 §2.5): a leaver is never reactivated by omission. Only an explicit
+    # PATCH `remove active` leaves it unassigned (see user_columns).
     doc.setdefault("active", row.active)
     return _apply(session, caller, row, doc, "scim.user.replaced", _ignored(model, dropped))
 
@@ -224,7 +230,6 @@ def patch_user(
     except (ValidationError, SCIMException) as exc:
         raise as_broker_error(exc) from exc
     doc = user_document(patched, base_url=caller.base_url)
-    doc.setdefault("active", row.active)  # `remove active` leaves the state as it was, like a PUT without it
     return _apply(session, caller, row, doc, "scim.user.patched", {})
 
 
@@ -249,7 +254,6 @@ def delete_user(*, session: Session, caller: ScimCaller, user_id: str, if_match:
         before=row.attributes,
         detail={"was_active": row.active, "memberships_removed": len(memberships)},
     )
-    session.flush()
     record_event(
         session,
         partner_id=caller.partner_id,

@@ -143,6 +143,8 @@ def issue_scim_token(
     """
     if expires_in <= dt.timedelta(0):
         raise BadRequest("a token must expire in the future")
+    if expires_in > dt.datetime.max.replace(tzinfo=dt.UTC) - utcnow():
+        raise BadRequest("a token must expire before the year 10000")
     partner = get_partner(session=session, slug=slug)
     token_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)

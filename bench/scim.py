@@ -1,0 +1,320 @@
+"""SCIM benchmark: durable PATCH/s, filter latency (eq, sw, co, complex) and Bulk import rate,
+for Entente on SQLite and PostgreSQL, side by side with PyPI scim2-server on the same load.
+
+Both servers run as real processes on 127.0.0.1 and are driven over HTTP by the same client code.
+Entente's population beyond the Bulk-imported users is seeded straight into the database through
+the same document/column code the API uses (broker.scim.resources), because importing a million
+users through HTTP would measure the importer for an hour; scim2-server is seeded through its Bulk
+endpoint (it keeps everything in memory).
+
+    python bench/scim.py --db postgresql --users 10000
+    python bench/scim.py --db sqlite --users 1000000 --no-peer
+
+Results go to bench/results/scim-<db>-<users>.json and a Markdown table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+from sqlalchemy import insert, select
+from sqlmodel import Session
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from broker.audit.log import Actor  # noqa: E402
+from broker.db import create_db_engine, migrate  # noqa: E402
+from broker.scim.models import ScimUser, ScimValue  # noqa: E402
+from broker.scim.resources import user_columns, user_values  # noqa: E402
+from broker.settings import Settings  # noqa: E402
+from broker.tenants.models import DomainPolicy  # noqa: E402
+from broker.tenants.service import add_partner, issue_scim_token  # noqa: E402
+
+USER = "urn:ietf:params:scim:schemas:core:2.0:User"
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+BULK = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
+DOMAIN = "bench.test"
+FAMILY = ["Smith", "Jones", "Garcia", "Müller", "Rossi", "Dubois", "Kowalski", "Nakamura", "Okafor", "Silva"]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def user_doc(i: int) -> dict[str, Any]:
+    email = f"user{i:07d}@{DOMAIN}"
+    return {
+        "schemas": [USER, ENTERPRISE],
+        "userName": email,
+        "externalId": f"ext-{i:07d}",
+        "name": {"givenName": f"Given{i % 997}", "familyName": FAMILY[i % len(FAMILY)] + str(i % 101)},
+        "displayName": f"User {i}",
+        "active": True,
+        "emails": [{"value": email, "type": "work", "primary": True}],
+        ENTERPRISE: {"department": f"dept-{i % 50}", "employeeNumber": str(100000 + i)},
+    }
+
+
+def bulk_body(start: int, stop: int) -> dict[str, Any]:
+    return {"schemas": [BULK], "Operations": [
+        {"method": "POST", "path": "/Users", "bulkId": f"b{i}", "data": user_doc(i)} for i in range(start, stop)]}
+
+
+# -- servers --------------------------------------------------------------------------------------
+class Server:
+    def __init__(self, name: str, base: str, headers: dict[str, str], process: subprocess.Popen[bytes]) -> None:
+        self.name, self.base, self.headers, self.process = name, base, headers, process
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], headers: dict[str, str]) -> None:
+    for _ in range(300):
+        if process.poll() is not None:
+            raise RuntimeError(f"{url}: server exited with {process.returncode}")
+        try:
+            if httpx.get(url, headers=headers, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not become ready")
+
+
+def database(kind: str) -> tuple[str, str | None]:
+    if kind == "sqlite":
+        return f"sqlite:///{tempfile.mkdtemp(prefix='entente-bench-')}/bench.db", None
+    name = f"entente_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}", name
+
+
+def drop_database(name: str | None) -> None:
+    if name:
+        with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def start_entente(url: str) -> tuple[Server, str]:
+    settings = Settings(database_url=url)
+    migrate(settings)
+    engine = create_db_engine(settings)
+    with Session(engine, expire_on_commit=False) as session:
+        partner = add_partner(session=session, slug="bench", name="Bench", domains=[DOMAIN],
+                              actor=Actor("cli", "bench"), domain_policy=DomainPolicy.ENFORCE)
+        token = issue_scim_token(session=session, slug="bench", expires_in=dt.timedelta(days=1),
+                                 actor=Actor("cli", "bench")).secret_text
+    engine.dispose()
+    port = free_port()
+    env = {**os.environ, "ENTENTE_DATABASE_URL": url, "ENTENTE_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}"}
+    process = subprocess.Popen([str(BIN / "entente"), "serve", "--host", "127.0.0.1", "--port", str(port)],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"}
+    base = f"http://127.0.0.1:{port}/scim/v2"
+    wait_ready(f"{base}/ServiceProviderConfig", process, headers)
+    return Server("entente", base, headers, process), partner.id
+
+
+def start_scim2_server() -> Server:
+    port = free_port()
+    token = uuid.uuid4().hex
+    process = subprocess.Popen([str(BIN / "scim2-server"), "--hostname", "127.0.0.1", "--port", str(port),
+                                "--bearer-token", token], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"}
+    base = f"http://127.0.0.1:{port}/v2"
+    wait_ready(f"{base}/ServiceProviderConfig", process, headers)
+    return Server("scim2-server", base, headers, process)
+
+
+def seed_direct(url: str, partner_id: str, start: int, stop: int, batch: int = 5000) -> float:
+    """Insert users start..stop-1 through the API's own document -> columns code; returns seconds."""
+    engine = create_db_engine(Settings(database_url=url))
+    began = time.perf_counter()
+    now = dt.datetime.now(dt.UTC)
+    for lo in range(start, stop, batch):
+        hi = min(lo + batch, stop)
+        rows, docs = [], []
+        for i in range(lo, hi):
+            doc = user_doc(i)
+            docs.append(doc)
+            rows.append({"id": str(uuid.uuid4()), "partner_id": partner_id, "version": 1, "created_at": now,
+                         "updated_at": now, "joined_at": now, "attributes": doc, **user_columns(doc)})
+        with engine.begin() as connection:
+            connection.execute(insert(ScimUser), rows)
+            pks = dict(connection.execute(
+                select(ScimUser.id, ScimUser.pk).where(ScimUser.id.in_([r["id"] for r in rows]))).all())
+            values = [{"partner_id": partner_id, "user_pk": pks[row["id"]], **value}
+                      for row, doc in zip(rows, docs, strict=True) for value in user_values(doc)]
+            connection.execute(insert(ScimValue), values)
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            connection.exec_driver_sql("ANALYZE")
+            connection.commit()
+    engine.dispose()
+    return time.perf_counter() - began
+
+
+# -- measurements ---------------------------------------------------------------------------------
+def bulk_import(server: Server, start: int, stop: int, per_request: int = 1000) -> float:
+    """Users/s through POST /Bulk, sequential requests of `per_request` operations."""
+    with httpx.Client(headers=server.headers, timeout=600) as client:
+        began = time.perf_counter()
+        for lo in range(start, stop, per_request):
+            hi = min(lo + per_request, stop)
+            response = client.post(f"{server.base}/Bulk", content=json.dumps(bulk_body(lo, hi)))
+            response.raise_for_status()
+            failed = [op for op in response.json()["Operations"] if not str(op["status"]).startswith("2")]
+            if failed:
+                raise RuntimeError(f"{server.name}: bulk failures: {failed[:2]}")
+        return (stop - start) / (time.perf_counter() - began)
+
+
+def filters(n: int, rng: random.Random) -> dict[str, list[str]]:
+    def pick() -> int:
+        return rng.randrange(n)
+
+    return {
+        "eq userName": [f'userName eq "user{pick():07d}@{DOMAIN}"' for _ in range(400)],
+        "eq externalId": [f'externalId eq "ext-{pick():07d}"' for _ in range(400)],
+        "sw userName": [f'userName sw "user{pick():07d}"'[:-2] + '"' for _ in range(100)],
+        "co familyName": [f'name.familyName co "{FAMILY[pick() % len(FAMILY)][1:4]}{pick() % 101}"' for _ in range(30)],
+        "complex emails": [f'emails[type eq "work" and value eq "user{pick():07d}@{DOMAIN}"]' for _ in range(400)],
+    }
+
+
+def latency(server: Server, queries: list[str]) -> dict[str, float]:
+    samples = []
+    with httpx.Client(headers=server.headers, timeout=600) as client:
+        for query in queries[:5]:  # warm-up
+            client.get(f"{server.base}/Users", params={"filter": query, "count": 10})
+        for query in queries:
+            began = time.perf_counter()
+            response = client.get(f"{server.base}/Users", params={"filter": query, "count": 10})
+            samples.append((time.perf_counter() - began) * 1000)
+            response.raise_for_status()
+    samples.sort()
+    return {"p50_ms": statistics.median(samples), "p99_ms": samples[min(len(samples) - 1, int(len(samples) * 0.99))],
+            "n": len(samples)}
+
+
+async def patch_throughput(server: Server, ids: list[str], total: int, concurrency: int) -> float:
+    """Durable PATCH/s: every PATCH changes a value, so each is a committed write (+ audit + event)."""
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(total):
+        queue.put_nowait(i)
+    errors: list[str] = []
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        while True:
+            try:
+                i = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            body = {"schemas": [PATCH], "Operations": [{"op": "replace", "path": "title", "value": f"t{i}"}]}
+            response = await client.patch(f"{server.base}/Users/{ids[i % len(ids)]}", content=json.dumps(body))
+            if response.status_code not in (200, 204):
+                errors.append(response.text[:200])
+
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(headers=server.headers, timeout=600, limits=limits) as client:
+        began = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - began
+    if errors:
+        raise RuntimeError(f"{server.name}: {len(errors)} PATCH errors, e.g. {errors[0]}")
+    return total / elapsed
+
+
+def user_ids(server: Server, count: int) -> list[str]:
+    with httpx.Client(headers=server.headers, timeout=600) as client:
+        response = client.get(f"{server.base}/Users", params={"count": count, "attributes": "userName"})
+        response.raise_for_status()
+        return [r["id"] for r in response.json()["Resources"]]
+
+
+def measure(server: Server, n: int, patches: int, concurrency: int, seed: int) -> dict[str, Any]:
+    rng = random.Random(seed)
+    result: dict[str, Any] = {"filters": {k: latency(server, q) for k, q in filters(n, rng).items()}}
+    ids = user_ids(server, 1000)
+    result["patch_per_s"] = asyncio.run(patch_throughput(server, ids, patches, concurrency))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--db", choices=["sqlite", "postgresql"], required=True)
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--bulk-users", type=int, default=10_000, help="how many users go through /Bulk")
+    parser.add_argument("--patches", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--no-peer", action="store_true", help="skip scim2-server (e.g. at 1M users)")
+    args = parser.parse_args()
+
+    url, pg_name = database(args.db)
+    report: dict[str, Any] = {"db": args.db, "users": args.users, "patches": args.patches,
+                              "concurrency": args.concurrency, "when": dt.datetime.now(dt.UTC).isoformat()}
+    entente, partner_id = start_entente(url)
+    try:
+        bulk_users = min(args.bulk_users, args.users)
+        report["entente_bulk_users_per_s"] = bulk_import(entente, 0, bulk_users)
+        if args.users > bulk_users:
+            report["entente_seed_seconds"] = seed_direct(url, partner_id, bulk_users, args.users)
+        report["entente"] = measure(entente, args.users, args.patches, args.concurrency, seed=7)
+    finally:
+        entente.stop()
+        drop_database(pg_name)
+    if not args.no_peer:
+        peer = start_scim2_server()
+        try:
+            report["scim2_server_bulk_users_per_s"] = bulk_import(peer, 0, args.users)
+            report["scim2_server"] = measure(peer, args.users, args.patches, args.concurrency, seed=7)
+        finally:
+            peer.stop()
+    out = ROOT / "bench" / "results" / f"scim-{args.db}-{args.users}.json"
+    out.write_text(json.dumps(report, indent=2))
+    print(render(report))
+
+
+def render(report: dict[str, Any]) -> str:
+    servers = [s for s in ("entente", "scim2_server") if s in report]
+    lines = [f"### {report['db']}, {report['users']:,} users",
+             "", "| measure | " + " | ".join(servers) + " |", "|---|" + "---|" * len(servers)]
+    bulk = [f"{report.get(f'{s}_bulk_users_per_s', 0):,.0f}" for s in servers]
+    lines.append("| Bulk import, users/s | " + " | ".join(bulk) + " |")
+    lines.append("| durable PATCH/s | " + " | ".join(f"{report[s]['patch_per_s']:,.0f}" for s in servers) + " |")
+    for name in report["entente"]["filters"]:
+        cells = [f"{report[s]['filters'][name]['p50_ms']:.1f} / {report[s]['filters'][name]['p99_ms']:.1f}"
+                 for s in servers]
+        lines.append(f"| filter {name}, p50 / p99 ms | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
