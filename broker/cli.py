@@ -83,16 +83,15 @@ def _parse_expiry(text: str) -> dt.timedelta:
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default ENTENTE_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default ENTENTE_PORT).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Server processes (default ENTENTE_WORKERS).")] = None,
 ) -> None:
     """Apply migrations, then serve the API."""
     import uvicorn
 
-    from broker.main import create_app
-
     settings = Settings()
     migrate(settings)
-    uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port,
-                log_level="info", access_log=False)
+    uvicorn.run("broker.main:app_from_environment", factory=True, host=host or settings.host,
+                port=port or settings.port, workers=workers or settings.workers, log_level="info", access_log=False)
 
 
 @app.command("migrate")
@@ -130,7 +129,7 @@ def demo(
     typer.echo(issued.secret_text)
     sys.stdout.flush()
     if serve_after:
-        serve(host=host, port=port)
+        serve(host=host, port=port, workers=None)
 
 
 @partner_app.command("add")

@@ -17,7 +17,7 @@ from broker.scim.api import error_response
 from broker.scim.api import router as scim_router
 from broker.settings import Settings, get_settings
 
-__all__ = ["create_app"]
+__all__ = ["app_from_environment", "create_app"]
 
 log = logging.getLogger("entente")
 _SCIM_PREFIXES = ("/scim/v2", "/scim")
@@ -81,3 +81,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"status": "ok"}
 
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """Factory for `entente serve`: each worker process builds its app from the environment."""
+    return create_app(Settings())

@@ -39,8 +39,10 @@ def scim_caller(request: Request, session: SessionDep) -> ScimCaller:
     if scheme.lower() != "bearer" or not credential.strip():
         raise Unauthorized("Authorization must use the Bearer scheme")
     partner, token = authenticate_scim_token(session=session, presented=credential.strip())
+    used = bool(session.dirty)  # read before the next query autoflushes it
     domains = frozenset(partner_domains(session=session, partner_id=partner.id))
-    session.commit()  # persists last_used_at; nothing else is pending yet
+    if used:
+        session.commit()  # persists last_used_at (at most once a minute); nothing else is pending yet
     settings: Settings = request.app.state.settings
     return ScimCaller(
         partner_id=partner.id,

@@ -45,13 +45,16 @@ _MEMBERS_PATH = re.compile(
 Change = tuple[list[tuple[str, str]], list[tuple[str, str]]]  # (added, removed) as (member id, type)
 
 
-def get_group(*, session: Session, caller: ScimCaller, group_id: str) -> ScimGroup:
-    """The partner's group with this id. Another partner's id is NotFound, exactly like a missing one."""
+def get_group(*, session: Session, caller: ScimCaller, group_id: str, for_update: bool = False) -> ScimGroup:
+    """The partner's group with this id. Another partner's id is NotFound, exactly like a missing one.
+
+    ``for_update`` locks the group row until the transaction ends: every write to a group (its
+    attributes or its members) queues behind the previous one instead of racing it.
+    """
     if "\x00" in group_id:  # no id holds U+0000, and PostgreSQL cannot even compare with it (%00 in a URL)
         raise NotFound(f"Group '{group_id}' not found")
-    row = session.exec(
-        select(ScimGroup).where(ScimGroup.partner_id == caller.partner_id, ScimGroup.id == group_id)
-    ).first()
+    query = select(ScimGroup).where(ScimGroup.partner_id == caller.partner_id, ScimGroup.id == group_id)
+    row = session.exec(query.with_for_update() if for_update else query).first()
     if row is None:
         raise NotFound(f"Group '{group_id}' not found")
     return row
@@ -350,7 +353,7 @@ def replace_group(
     *, session: Session, caller: ScimCaller, group_id: str, payload: Any, if_match: str | None
 ) -> ScimGroup:
     """PUT /Groups/{id}: the members list replaces the membership (Okta AIW, PingFederate)."""
-    group = get_group(session=session, caller=caller, group_id=group_id)
+    group = get_group(session=session, caller=caller, group_id=group_id, for_update=True)
     check_if_match(if_match, group.version)
     body, dropped = normalize_resource(require_object(payload), core=CORE_GROUP, base_url=caller.base_url)
     sent_id = next((v for k, v in body.items() if k.lower() == "id"), None)
@@ -395,7 +398,7 @@ def patch_group(
     *, session: Session, caller: ScimCaller, group_id: str, payload: Any, if_match: str | None
 ) -> ScimGroup:
     """PATCH /Groups/{id} (RFC 7644 §3.5.2): validated whole by scim2-models, applied in order, atomic."""
-    group = get_group(session=session, caller=caller, group_id=group_id)
+    group = get_group(session=session, caller=caller, group_id=group_id, for_update=True)
     check_if_match(if_match, group.version)
     body = normalize_patch(require_object(payload), base_url=caller.base_url)
     try:
@@ -437,7 +440,7 @@ def patch_group(
 
 def delete_group(*, session: Session, caller: ScimCaller, group_id: str, if_match: str | None) -> None:
     """DELETE /Groups/{id}: every member loses the group (a groups_changed event each)."""
-    group = get_group(session=session, caller=caller, group_id=group_id)
+    group = get_group(session=session, caller=caller, group_id=group_id, for_update=True)
     check_if_match(if_match, group.version)
     change = _remove_where(session, group, None)
     # the group may itself be a member of other groups

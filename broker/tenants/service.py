@@ -212,20 +212,22 @@ def authenticate_scim_token(*, session: Session, presented: str) -> tuple[Partne
     if match is None:
         raise Unauthorized("malformed bearer token: expected 'ent_scim_<16 hex>_<43 base64url>'")
     token_id, secret = match.groups()
-    token = session.get(ScimToken, token_id)
+    found = session.exec(
+        select(ScimToken, Partner).join(Partner, Partner.id == ScimToken.partner_id).where(ScimToken.id == token_id)
+    ).first()
+    token, partner = found if found is not None else (None, None)
     expected = token.secret_sha256 if token is not None else _DUMMY_SHA256
     valid = hmac.compare_digest(expected, _sha256(secret))
-    if token is None or not valid:
+    if token is None or partner is None or not valid:
         raise Unauthorized("invalid bearer token")
     now = utcnow()
     if token.revoked_at is not None:
         raise Unauthorized("bearer token has been revoked")
     if token.expires_at <= now:
         raise Unauthorized("bearer token has expired")
-    partner = session.get(Partner, token.partner_id)
-    if partner is None or partner.status != PartnerStatus.ACTIVE:
+    if partner.status != PartnerStatus.ACTIVE:
         raise Unauthorized("partner is suspended")
     if token.last_used_at is None or now - token.last_used_at > dt.timedelta(minutes=1):
-        token.last_used_at = now  # coarse, so authentication is not a write on every request
+        token.last_used_at = now  # coarse, so authentication is a write at most once a minute
         session.add(token)
     return partner, token
