@@ -77,8 +77,12 @@ def user_doc(i: int) -> dict[str, Any]:
 
 
 def bulk_body(start: int, stop: int) -> dict[str, Any]:
-    return {"schemas": [BULK], "Operations": [
-        {"method": "POST", "path": "/Users", "bulkId": f"b{i}", "data": user_doc(i)} for i in range(start, stop)]}
+    return {
+        "schemas": [BULK],
+        "Operations": [
+            {"method": "POST", "path": "/Users", "bulkId": f"b{i}", "data": user_doc(i)} for i in range(start, stop)
+        ],
+    }
 
 
 # -- servers --------------------------------------------------------------------------------------
@@ -127,15 +131,26 @@ def start_entente(url: str) -> tuple[Server, str]:
     migrate(settings)
     engine = create_db_engine(settings)
     with Session(engine, expire_on_commit=False) as session:
-        partner = add_partner(session=session, slug="bench", name="Bench", domains=[DOMAIN],
-                              actor=Actor("cli", "bench"), domain_policy=DomainPolicy.ENFORCE)
-        token = issue_scim_token(session=session, slug="bench", expires_in=dt.timedelta(days=1),
-                                 actor=Actor("cli", "bench")).secret_text
+        partner = add_partner(
+            session=session,
+            slug="bench",
+            name="Bench",
+            domains=[DOMAIN],
+            actor=Actor("cli", "bench"),
+            domain_policy=DomainPolicy.ENFORCE,
+        )
+        token = issue_scim_token(
+            session=session, slug="bench", expires_in=dt.timedelta(days=1), actor=Actor("cli", "bench")
+        ).secret_text
     engine.dispose()
     port = free_port()
     env = {**os.environ, "ENTENTE_DATABASE_URL": url, "ENTENTE_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}"}
-    process = subprocess.Popen([str(BIN / "entente"), "serve", "--host", "127.0.0.1", "--port", str(port)],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [str(BIN / "entente"), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"}
     base = f"http://127.0.0.1:{port}/scim/v2"
     wait_ready(f"{base}/ServiceProviderConfig", process, headers)
@@ -145,8 +160,11 @@ def start_entente(url: str) -> tuple[Server, str]:
 def start_scim2_server() -> Server:
     port = free_port()
     token = uuid.uuid4().hex
-    process = subprocess.Popen([str(BIN / "scim2-server"), "--hostname", "127.0.0.1", "--port", str(port),
-                                "--bearer-token", token], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [str(BIN / "scim2-server"), "--hostname", "127.0.0.1", "--port", str(port), "--bearer-token", token],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"}
     base = f"http://127.0.0.1:{port}/v2"
     wait_ready(f"{base}/ServiceProviderConfig", process, headers)
@@ -164,14 +182,30 @@ def seed_direct(url: str, partner_id: str, start: int, stop: int, batch: int = 5
         for i in range(lo, hi):
             doc = user_doc(i)
             docs.append(doc)
-            rows.append({"id": str(uuid.uuid4()), "partner_id": partner_id, "version": 1, "created_at": now,
-                         "updated_at": now, "joined_at": now, "attributes": doc, **user_columns(doc)})
+            rows.append(
+                {
+                    "id": str(uuid.uuid4()),
+                    "partner_id": partner_id,
+                    "version": 1,
+                    "created_at": now,
+                    "updated_at": now,
+                    "joined_at": now,
+                    "attributes": doc,
+                    **user_columns(doc),
+                }
+            )
         with engine.begin() as connection:
             connection.execute(insert(ScimUser), rows)
-            pks = dict(connection.execute(
-                select(ScimUser.id, ScimUser.pk).where(ScimUser.id.in_([r["id"] for r in rows]))).all())
-            values = [{"partner_id": partner_id, "user_pk": pks[row["id"]], **value}
-                      for row, doc in zip(rows, docs, strict=True) for value in user_values(doc)]
+            pks = dict(
+                connection.execute(
+                    select(ScimUser.id, ScimUser.pk).where(ScimUser.id.in_([r["id"] for r in rows]))
+                ).all()
+            )
+            values = [
+                {"partner_id": partner_id, "user_pk": pks[row["id"]], **value}
+                for row, doc in zip(rows, docs, strict=True)
+                for value in user_values(doc)
+            ]
             connection.execute(insert(ScimValue), values)
     if engine.dialect.name == "postgresql":
         with engine.connect() as connection:
@@ -220,8 +254,11 @@ def latency(server: Server, queries: list[str]) -> dict[str, float]:
             samples.append((time.perf_counter() - began) * 1000)
             response.raise_for_status()
     samples.sort()
-    return {"p50_ms": statistics.median(samples), "p99_ms": samples[min(len(samples) - 1, int(len(samples) * 0.99))],
-            "n": len(samples)}
+    return {
+        "p50_ms": statistics.median(samples),
+        "p99_ms": samples[min(len(samples) - 1, int(len(samples) * 0.99))],
+        "n": len(samples),
+    }
 
 
 async def patch_throughput(server: Server, ids: list[str], total: int, concurrency: int) -> float:
@@ -278,8 +315,13 @@ def main() -> None:
     args = parser.parse_args()
 
     url, pg_name = database(args.db)
-    report: dict[str, Any] = {"db": args.db, "users": args.users, "patches": args.patches,
-                              "concurrency": args.concurrency, "when": dt.datetime.now(dt.UTC).isoformat()}
+    report: dict[str, Any] = {
+        "db": args.db,
+        "users": args.users,
+        "patches": args.patches,
+        "concurrency": args.concurrency,
+        "when": dt.datetime.now(dt.UTC).isoformat(),
+    }
     entente, partner_id = start_entente(url)
     try:
         bulk_users = min(args.bulk_users, args.users)
@@ -304,14 +346,19 @@ def main() -> None:
 
 def render(report: dict[str, Any]) -> str:
     servers = [s for s in ("entente", "scim2_server") if s in report]
-    lines = [f"### {report['db']}, {report['users']:,} users",
-             "", "| measure | " + " | ".join(servers) + " |", "|---|" + "---|" * len(servers)]
+    lines = [
+        f"### {report['db']}, {report['users']:,} users",
+        "",
+        "| measure | " + " | ".join(servers) + " |",
+        "|---|" + "---|" * len(servers),
+    ]
     bulk = [f"{report.get(f'{s}_bulk_users_per_s', 0):,.0f}" for s in servers]
     lines.append("| Bulk import, users/s | " + " | ".join(bulk) + " |")
     lines.append("| durable PATCH/s | " + " | ".join(f"{report[s]['patch_per_s']:,.0f}" for s in servers) + " |")
     for name in report["entente"]["filters"]:
-        cells = [f"{report[s]['filters'][name]['p50_ms']:.1f} / {report[s]['filters'][name]['p99_ms']:.1f}"
-                 for s in servers]
+        cells = [
+            f"{report[s]['filters'][name]['p50_ms']:.1f} / {report[s]['filters'][name]['p99_ms']:.1f}" for s in servers
+        ]
         lines.append(f"| filter {name}, p50 / p99 ms | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -90,8 +90,15 @@ def serve(
 
     settings = Settings()
     migrate(settings)
-    uvicorn.run("broker.main:app_from_environment", factory=True, host=host or settings.host,
-                port=port or settings.port, workers=workers or settings.workers, log_level="info", access_log=False)
+    uvicorn.run(
+        "broker.main:app_from_environment",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers or settings.workers,
+        log_level="info",
+        access_log=False,
+    )
 
 
 @app.command("migrate")
@@ -118,10 +125,17 @@ def demo(
         try:
             get_partner(session=session, slug="acme")
         except BrokerError:
-            add_partner(session=session, slug="acme", name="Acme Corp (demo)", domains=["acme.test"],
-                        actor=_actor(), domain_policy=DomainPolicy.ENFORCE)
-        issued = issue_scim_token(session=session, slug="acme", expires_in=dt.timedelta(days=30), actor=_actor(),
-                                  label="demo")
+            add_partner(
+                session=session,
+                slug="acme",
+                name="Acme Corp (demo)",
+                domains=["acme.test"],
+                actor=_actor(),
+                domain_policy=DomainPolicy.ENFORCE,
+            )
+        issued = issue_scim_token(
+            session=session, slug="acme", expires_in=dt.timedelta(days=30), actor=_actor(), label="demo"
+        )
     base = settings.public_base_url.rstrip("/")
     typer.echo(f"Demo partner 'acme' (domain acme.test). SCIM base URL: {base}/scim/v2")
     typer.echo(f"Try: curl -H 'Authorization: Bearer $TOKEN' {base}/scim/v2/Users")
@@ -143,11 +157,19 @@ def partner_add(
     settings = Settings()
     with _session(settings) as session:
         try:
-            partner = add_partner(session=session, slug=slug, name=name, domains=domain, actor=_actor(),
-                                  domain_policy=DomainPolicy.WARN if warn_only else DomainPolicy.ENFORCE)
+            partner = add_partner(
+                session=session,
+                slug=slug,
+                name=name,
+                domains=domain,
+                actor=_actor(),
+                domain_policy=DomainPolicy.WARN if warn_only else DomainPolicy.ENFORCE,
+            )
         except BrokerError as error:
             _fail(error)
-        typer.echo(f"partner {partner.slug} added ({', '.join(partner_domains(session=session, partner_id=partner.id))})")
+        typer.echo(
+            f"partner {partner.slug} added ({', '.join(partner_domains(session=session, partner_id=partner.id))})"
+        )
 
 
 @partner_app.command("list")
@@ -161,9 +183,7 @@ def partner_list() -> None:
 
 
 @partner_app.command("domain-policy")
-def partner_domain_policy(
-    slug: str, policy: Annotated[DomainPolicy, typer.Argument(help="enforce or warn")]
-) -> None:
+def partner_domain_policy(slug: str, policy: Annotated[DomainPolicy, typer.Argument(help="enforce or warn")]) -> None:
     """Refuse (enforce) or accept with a warning (warn) users outside the verified domains."""
     settings = Settings()
     with _session(settings) as session:
@@ -177,7 +197,9 @@ def partner_domain_policy(
 @partner_app.command("token")
 def partner_token(
     slug: str,
-    expires: Annotated[str | None, typer.Option(help="Lifetime: 90d, 12h, 30m (default ENTENTE_SCIM_TOKEN_DEFAULT_DAYS).")] = None,
+    expires: Annotated[
+        str | None, typer.Option(help="Lifetime: 90d, 12h, 30m (default ENTENTE_SCIM_TOKEN_DEFAULT_DAYS).")
+    ] = None,
     label: Annotated[str | None, typer.Option(help="What the token is for, e.g. 'Okta prod'.")] = None,
 ) -> None:
     """Create a SCIM bearer token; it is printed once, alone on the last line."""
@@ -204,7 +226,9 @@ def partner_tokens(slug: str) -> None:
         for token in tokens:
             state = "revoked" if token.revoked_at else "active"
             used = token.last_used_at.isoformat() if token.last_used_at else "never"
-            typer.echo(f"{token.id}\t{state}\texpires {token.expires_at.isoformat()}\tlast used {used}\t{token.label or ''}")
+            typer.echo(
+                f"{token.id}\t{state}\texpires {token.expires_at.isoformat()}\tlast used {used}\t{token.label or ''}"
+            )
 
 
 @partner_app.command("revoke-token")

@@ -61,14 +61,18 @@ def create_db_engine(settings: Settings) -> Engine:
         _configure_sqlite(engine)
         return engine
     return create_engine(
-        url, pool_size=settings.database_pool_size, max_overflow=settings.database_pool_size, pool_pre_ping=True
+        url,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_pool_size,
+        pool_pre_ping=True,
     )
 
 
 def migrate(settings: Settings) -> None:
     """Bring the schema to the newest Alembic revision: the only way Entente's tables are made."""
-    from alembic import command
     from alembic.config import Config
+
+    from alembic import command
 
     config = Config()
     config.set_main_option("script_location", str(_ALEMBIC_DIR))

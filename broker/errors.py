@@ -67,6 +67,11 @@ class BrokerError(Exception):
 class Unauthorized(BrokerError):
     status = 401
 
+    def __init__(self, detail: str, *, credentials_sent: bool = True) -> None:
+        super().__init__(detail)
+        self.credentials_sent = credentials_sent
+        """RFC 6750 §3.1: a challenge carries ``error="invalid_token"`` only when a token was sent."""
+
 
 class Forbidden(BrokerError):
     status = 403

@@ -65,10 +65,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return _render(request, NotFound(f"no such endpoint: {request.method} {request.url.path}"))
         error = BrokerError(str(exc.detail))
         if _is_scim(request):
-            body = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"], "status": str(exc.status_code),
-                    "detail": str(exc.detail)}
-            return JSONResponse(body, status_code=exc.status_code, media_type="application/scim+json",
-                                headers=exc.headers)
+            body = {
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+                "status": str(exc.status_code),
+                "detail": str(exc.detail),
+            }
+            return JSONResponse(
+                body, status_code=exc.status_code, media_type="application/scim+json", headers=exc.headers
+            )
         return JSONResponse({"error": type(error).__name__, "detail": error.detail}, status_code=exc.status_code)
 
     @app.exception_handler(Exception)

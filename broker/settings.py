@@ -32,7 +32,9 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Address `entente serve` binds to.")
     port: int = Field(default=8000, description="Port `entente serve` binds to.")
-    workers: int = Field(default=1, ge=1, description="Server processes `entente serve` runs (PostgreSQL: up to one per core).")
+    workers: int = Field(
+        default=1, ge=1, description="Server processes `entente serve` runs (PostgreSQL: up to one per core)."
+    )
     scim_max_results: int = Field(default=1000, ge=1, description="Largest page a SCIM list returns.")
     scim_default_count: int = Field(default=100, ge=0, description="Page size when a SCIM list gives no count.")
     scim_bulk_max_operations: int = Field(default=1000, ge=1, description="Advertised and enforced Bulk limit.")

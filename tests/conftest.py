@@ -133,16 +133,27 @@ def make_partner(app: FastAPI, engine: Engine) -> Iterator[MakePartner]:
         slug = f"p{uuid.uuid4().hex[:10]}"
         domain = f"{slug}.test"
         with Session(engine, expire_on_commit=False) as session:
-            partner = add_partner(session=session, slug=slug, name=f"Partner {slug}",
-                                  domains=domains or [domain], actor=Actor("cli", "tests"),
-                                  domain_policy=domain_policy)
-            issued = issue_scim_token(session=session, slug=slug, expires_in=dt.timedelta(hours=1),
-                                      actor=Actor("cli", "tests"))
-        client = TestClient(app, base_url=SCIM_BASE, headers={"Authorization": f"Bearer {issued.secret_text}"},
-                            raise_server_exceptions=False)
+            partner = add_partner(
+                session=session,
+                slug=slug,
+                name=f"Partner {slug}",
+                domains=domains or [domain],
+                actor=Actor("cli", "tests"),
+                domain_policy=domain_policy,
+            )
+            issued = issue_scim_token(
+                session=session, slug=slug, expires_in=dt.timedelta(hours=1), actor=Actor("cli", "tests")
+            )
+        client = TestClient(
+            app,
+            base_url=SCIM_BASE,
+            headers={"Authorization": f"Bearer {issued.secret_text}"},
+            raise_server_exceptions=False,
+        )
         clients.append(client)
-        return PartnerHandle(id=partner.id, slug=slug, domain=(domains or [domain])[0], token=issued.secret_text,
-                             client=client)
+        return PartnerHandle(
+            id=partner.id, slug=slug, domain=(domains or [domain])[0], token=issued.secret_text, client=client
+        )
 
     yield factory
     for client in clients:
@@ -161,9 +172,11 @@ def events(engine: Engine) -> Callable[[str], list[LifecycleEvent]]:
 
     def read(partner_id: str) -> list[LifecycleEvent]:
         with Session(engine) as session:
-            return list(session.exec(
-                select(LifecycleEvent).where(LifecycleEvent.partner_id == partner_id).order_by(LifecycleEvent.id)  # type: ignore[arg-type]
-            ).all())
+            return list(
+                session.exec(
+                    select(LifecycleEvent).where(LifecycleEvent.partner_id == partner_id).order_by(LifecycleEvent.id)  # type: ignore[arg-type]
+                ).all()
+            )
 
     return read
 
@@ -174,9 +187,11 @@ def audit(engine: Engine) -> Callable[[str], list[AuditRecord]]:
 
     def read(partner_id: str) -> list[AuditRecord]:
         with Session(engine) as session:
-            return list(session.exec(
-                select(AuditRecord).where(AuditRecord.partner_id == partner_id).order_by(AuditRecord.id)  # type: ignore[arg-type]
-            ).all())
+            return list(
+                session.exec(
+                    select(AuditRecord).where(AuditRecord.partner_id == partner_id).order_by(AuditRecord.id)  # type: ignore[arg-type]
+                ).all()
+            )
 
     return read
 

@@ -27,9 +27,9 @@ def test_every_table_is_made_by_alembic(engine: Engine) -> None:
 
 def test_downgrade_then_upgrade(database_url: str, tmp_path: pytest.TempPathFactory) -> None:
     """Run on a scratch database of the same backend so the shared one is untouched."""
-    from alembic import command
     from alembic.config import Config
 
+    from alembic import command
     from broker.db import _ALEMBIC_DIR
     from tests.conftest import PG_URL_BASE, _create_pg_database, _drop_pg_database
 

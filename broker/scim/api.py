@@ -5,18 +5,26 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from collections.abc import Callable
-
 from fastapi import APIRouter, Request, Response
-from starlette.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from scim2_models import Error, SearchRequest
 from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
 from broker.db import SessionDep
-from broker.errors import BrokerError, Forbidden, InvalidSyntax, InvalidValue, NotModified, NotSupported, PayloadTooLarge
+from broker.errors import (
+    BrokerError,
+    Forbidden,
+    InvalidSyntax,
+    InvalidValue,
+    NotModified,
+    NotSupported,
+    PayloadTooLarge,
+    Unauthorized,
+)
 from broker.scim import bulk, discovery, groups, users
 from broker.scim.auth import ScimCaller, ScimCallerDep
 from broker.scim.common import etag_matches
@@ -47,7 +55,10 @@ def error_response(error: BrokerError) -> Response:
         body["scimType"] = error.scim_type
     headers = {}
     if error.status == 401:
-        headers["WWW-Authenticate"] = 'Bearer realm="entente-scim", error="invalid_token"'
+        challenge = 'Bearer realm="entente-scim"'
+        if not isinstance(error, Unauthorized) or error.credentials_sent:
+            challenge += ', error="invalid_token"'
+        headers["WWW-Authenticate"] = challenge
     return ScimResponse(body, status_code=error.status, headers=headers)
 
 
@@ -236,18 +247,29 @@ def _search_both(session: Session, caller: ScimCaller, query: ListQuery) -> Resp
     group_total = list_resources(session=session, caller=caller, kind="Group", query=zero)["totalResults"]
     resources: list[dict[str, Any]] = []
     if start <= user_total and count:
-        page = list_resources(session=session, caller=caller, kind="User",
-                              query=ListQuery(**{**query.__dict__, "start_index": start, "count": count}))
+        page = list_resources(
+            session=session,
+            caller=caller,
+            kind="User",
+            query=ListQuery(**{**query.__dict__, "start_index": start, "count": count}),
+        )
         resources.extend(page.get("Resources", []))
     remaining = count - len(resources)
     if remaining > 0:
         group_start = max(start - user_total, 1)
-        page = list_resources(session=session, caller=caller, kind="Group",
-                              query=ListQuery(**{**query.__dict__, "start_index": group_start, "count": remaining}))
+        page = list_resources(
+            session=session,
+            caller=caller,
+            kind="Group",
+            query=ListQuery(**{**query.__dict__, "start_index": group_start, "count": remaining}),
+        )
         resources.extend(page.get("Resources", []))
-    body: dict[str, Any] = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
-                            "totalResults": user_total + group_total, "startIndex": start,
-                            "itemsPerPage": len(resources)}
+    body: dict[str, Any] = {
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+        "totalResults": user_total + group_total,
+        "startIndex": start,
+        "itemsPerPage": len(resources),
+    }
     if resources:
         body["Resources"] = resources
     return ScimResponse(body)
@@ -280,8 +302,13 @@ async def put_user(user_id: str, request: Request, session: SessionDep, caller: 
     payload = await _body(request)
 
     def work() -> Response:
-        row = users.replace_user(session=session, caller=caller, user_id=user_id, payload=payload,
-                                 if_match=request.headers.get("if-match"))
+        row = users.replace_user(
+            session=session,
+            caller=caller,
+            user_id=user_id,
+            payload=payload,
+            if_match=request.headers.get("if-match"),
+        )
         session.commit()
         return _resource_response(session, caller, row, request)
 
@@ -293,8 +320,13 @@ async def patch_user(user_id: str, request: Request, session: SessionDep, caller
     payload = await _body(request)
 
     def work() -> Response:
-        row = users.patch_user(session=session, caller=caller, user_id=user_id, payload=payload,
-                               if_match=request.headers.get("if-match"))
+        row = users.patch_user(
+            session=session,
+            caller=caller,
+            user_id=user_id,
+            payload=payload,
+            if_match=request.headers.get("if-match"),
+        )
         session.commit()
         return _resource_response(session, caller, row, request)
 
@@ -335,8 +367,13 @@ async def put_group(group_id: str, request: Request, session: SessionDep, caller
     payload = await _body(request)
 
     def work() -> Response:
-        row = groups.replace_group(session=session, caller=caller, group_id=group_id, payload=payload,
-                                   if_match=request.headers.get("if-match"))
+        row = groups.replace_group(
+            session=session,
+            caller=caller,
+            group_id=group_id,
+            payload=payload,
+            if_match=request.headers.get("if-match"),
+        )
         session.commit()
         return _resource_response(session, caller, row, request)
 
@@ -350,8 +387,13 @@ async def patch_group(group_id: str, request: Request, session: SessionDep, call
     payload = await _body(request)
 
     def work() -> Response:
-        row = groups.patch_group(session=session, caller=caller, group_id=group_id, payload=payload,
-                                 if_match=request.headers.get("if-match"))
+        row = groups.patch_group(
+            session=session,
+            caller=caller,
+            group_id=group_id,
+            payload=payload,
+            if_match=request.headers.get("if-match"),
+        )
         session.commit()
         return _resource_response(session, caller, row, request)
 

@@ -34,10 +34,10 @@ def scim_caller(request: Request, session: SessionDep) -> ScimCaller:
     """Resolve the Authorization header to a ScimCaller, or raise Unauthorized with the reason."""
     header = request.headers.get("authorization")
     if not header:
-        raise Unauthorized("missing Authorization header: send 'Authorization: Bearer <token>'")
+        raise Unauthorized("missing Authorization header: send 'Authorization: Bearer <token>'", credentials_sent=False)
     scheme, _, credential = header.partition(" ")
     if scheme.lower() != "bearer" or not credential.strip():
-        raise Unauthorized("Authorization must use the Bearer scheme")
+        raise Unauthorized("Authorization must use the Bearer scheme", credentials_sent=False)
     partner, token = authenticate_scim_token(session=session, presented=credential.strip())
     used = bool(session.dirty)  # read before the next query autoflushes it
     domains = frozenset(partner_domains(session=session, partner_id=partner.id))

@@ -117,8 +117,9 @@ def _parse(payload: Any, max_operations: int) -> tuple[list[_Op], int | None]:
     if len(operations) > max_operations:
         raise PayloadTooLarge(f"{len(operations)} operations exceed maxOperations {max_operations}")
     fail_on_errors = payload.get("failOnErrors")
-    if fail_on_errors is not None and (not isinstance(fail_on_errors, int) or isinstance(fail_on_errors, bool)
-                                       or fail_on_errors < 1):
+    if fail_on_errors is not None and (
+        not isinstance(fail_on_errors, int) or isinstance(fail_on_errors, bool) or fail_on_errors < 1
+    ):
         raise InvalidValue("failOnErrors must be a positive integer")
     ops: list[_Op] = []
     seen: set[str] = set()
@@ -134,8 +135,16 @@ def _parse(payload: Any, max_operations: int) -> tuple[list[_Op], int | None]:
                 raise InvalidValue(f"operation {index}: bulkId must be a unique non-empty string")
             seen.add(bulk_id)
         version = lowered.get("version")
-        ops.append(_Op(index, method.upper(), path, bulk_id, version if isinstance(version, str) else None,
-                       lowered.get("data")))
+        ops.append(
+            _Op(
+                index,
+                method.upper(),
+                path,
+                bulk_id,
+                version if isinstance(version, str) else None,
+                lowered.get("data"),
+            )
+        )
     return ops, fail_on_errors
 
 
@@ -162,8 +171,12 @@ def run_bulk(*, session: Session, caller: ScimCaller, payload: Any) -> dict[str,
                 if missing.bulk_id in producers and missing.bulk_id not in created:
                     deferred.append(op)
                     continue
-                op.result = {"status": "409", "response": _error_body(
-                    InvalidValue(f"bulkId '{missing.bulk_id}' does not name a POST of this request that succeeded"))}
+                op.result = {
+                    "status": "409",
+                    "response": _error_body(
+                        InvalidValue(f"bulkId '{missing.bulk_id}' does not name a POST of this request that succeeded")
+                    ),
+                }
                 op.result["response"]["status"] = "409"
                 errors += 1
             except BrokerError as error:
@@ -172,8 +185,13 @@ def run_bulk(*, session: Session, caller: ScimCaller, payload: Any) -> dict[str,
                 errors += 1
         if len(deferred) == len(pending):  # no progress: circular or dangling references
             for op in deferred:
-                op.result = {"status": "409", "response": {**_error_body(
-                    InvalidValue("circular or unresolvable bulkId reference")), "status": "409"}}
+                op.result = {
+                    "status": "409",
+                    "response": {
+                        **_error_body(InvalidValue("circular or unresolvable bulkId reference")),
+                        "status": "409",
+                    },
+                }
                 errors += 1
             break
         pending = deferred

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from broker.errors import DomainNotVerified, InvalidSyntax, PreconditionFailed
@@ -61,16 +62,13 @@ def check_domains(caller: ScimCaller, before: dict[str, Any] | None, after: dict
     warnings: list[str] = []
     for attribute, address in sorted(_addresses(after) - _addresses(before)):  # type: ignore[misc]
         domain = address.rpartition("@")[2].strip().lower()
-        try:
+        with contextlib.suppress(UnicodeError):  # not IDNA-encodable: compared as given, and refused
             domain = domain.encode("idna").decode("ascii")
-        except UnicodeError:
-            pass
         if domain in caller.domains:
             continue
         verified = ", ".join(sorted(caller.domains)) or "none"
         message = (
-            f"{attribute} '{address}' is outside the verified domains of partner "
-            f"'{caller.partner_slug}' ({verified})"
+            f"{attribute} '{address}' is outside the verified domains of partner '{caller.partner_slug}' ({verified})"
         )
         if caller.domain_policy == DomainPolicy.WARN:
             warnings.append(message)

@@ -50,7 +50,7 @@ def service_provider_config(settings: Settings, base_url: str) -> dict[str, Any]
             AuthenticationScheme(
                 type="oauthbearertoken",
                 name="Partner bearer token",
-                description="Per-partner token from `entente partner token SLUG`, sent as 'Authorization: Bearer <token>'.",
+                description="Per-partner token from `entente partner token SLUG`, as 'Authorization: Bearer <token>'.",
                 spec_uri="https://www.rfc-editor.org/rfc/rfc6750",
                 primary=True,
             )
@@ -71,8 +71,13 @@ def _resource_types() -> list[ResourceType]:
             schema_=str(User.__schema__),
             schema_extensions=[SchemaExtension(schema_=str(EnterpriseUser.__schema__), required=False)],
         ),
-        ResourceType(id="Group", name="Group", endpoint="/Groups", description="A partner's group",
-                     schema_=str(Group.__schema__)),
+        ResourceType(
+            id="Group",
+            name="Group",
+            endpoint="/Groups",
+            description="A partner's group",
+            schema_=str(Group.__schema__),
+        ),
     ]
 
 
@@ -85,8 +90,13 @@ def _rt_body(rt: ResourceType, base_url: str) -> dict[str, Any]:
 def resource_types(base_url: str) -> dict[str, Any]:
     """ListResponse of our two resource types."""
     items = [_rt_body(rt, base_url) for rt in _resource_types()]
-    return {"schemas": [_LIST], "totalResults": len(items), "startIndex": 1, "itemsPerPage": len(items),
-            "Resources": items}
+    return {
+        "schemas": [_LIST],
+        "totalResults": len(items),
+        "startIndex": 1,
+        "itemsPerPage": len(items),
+        "Resources": items,
+    }
 
 
 def resource_type(name: str, base_url: str) -> dict[str, Any]:
@@ -109,8 +119,13 @@ def _schema_bodies(base_url: str) -> list[dict[str, Any]]:
 def schemas(base_url: str) -> dict[str, Any]:
     """ListResponse of the User, enterprise User and Group schemas (Entra fetches it on save)."""
     items = _schema_bodies(base_url)
-    return {"schemas": [_LIST], "totalResults": len(items), "startIndex": 1, "itemsPerPage": len(items),
-            "Resources": items}
+    return {
+        "schemas": [_LIST],
+        "totalResults": len(items),
+        "startIndex": 1,
+        "itemsPerPage": len(items),
+        "Resources": items,
+    }
 
 
 def schema(urn: str, base_url: str) -> dict[str, Any]:

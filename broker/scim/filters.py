@@ -200,7 +200,9 @@ def parse_filter(text: str, *, max_length: int = 4096) -> ast.Filter:
 def _chained(node: Any) -> bool:
     """An unparenthesised ``x and/or y``: the parser wraps a parenthesised one in one more Filter."""
     return (
-        isinstance(node, ast.Filter) and isinstance(node.expr, ast.LogExpr) and not node.negated
+        isinstance(node, ast.Filter)
+        and isinstance(node.expr, ast.LogExpr)
+        and not node.negated
         and node.namespace is None
     )
 
@@ -342,9 +344,7 @@ class _Builder:
             return or_(*(_compare(s, "pr", None, printable) for s in target.subs))
         return self.value_path(path, None, (sub or "value", op, literal))
 
-    def value_path(
-        self, path: ast.AttrPath, inner: Any, last: tuple[str, str, Any] | None
-    ) -> ColumnElement[bool]:
+    def value_path(self, path: ast.AttrPath, inner: Any, last: tuple[str, str, Any] | None) -> ColumnElement[bool]:
         """``attr[inner]`` and/or ``attr.sub op literal``, true when one value satisfies all of it."""
         if self.absent(path):
             return false()  # no values, so none satisfies it
@@ -358,7 +358,11 @@ class _Builder:
         raise InvalidFilter(f"'{printable}' is not multi-valued: '[...]' does not apply")
 
     def row_predicate(
-        self, subs: Callable[[str, str], _Scalar], inner: Any, last: tuple[str, str, Any] | None, printable: str
+        self,
+        subs: Callable[[str, str], _Scalar],
+        inner: Any,
+        last: tuple[str, str, Any] | None,
+        printable: str,
     ) -> ColumnElement[bool]:
         parts: list[ColumnElement[bool]] = []
         if inner is not None:
@@ -375,18 +379,27 @@ class _Builder:
             predicate = self.row_tree(subs, node.expr, printable)
             return not_(predicate) if node.negated else predicate
         if isinstance(node, ast.LogExpr):
-            left, right = self.row_tree(subs, node.expr1, printable), self.row_tree(subs, node.expr2, printable)
+            left, right = (
+                self.row_tree(subs, node.expr1, printable),
+                self.row_tree(subs, node.expr2, printable),
+            )
             return and_(left, right) if node.op.lower() == "and" else or_(left, right)
         if isinstance(node, ast.AttrExpr):
             path = node.attr_path
             if isinstance(path.attr_name, ast.Filter) or path.uri or path.sub_attr is not None:
                 raise InvalidFilter(f"inside '{printable}[...]' only its sub-attributes can be compared")
             literal = node.comp_value.value if node.comp_value is not None else None
-            return _compare(subs(str(path.attr_name), printable), str(node.value).lower(), literal,
-                            f"{printable}.{path.attr_name}")
+            return _compare(
+                subs(str(path.attr_name), printable),
+                str(node.value).lower(),
+                literal,
+                f"{printable}.{path.attr_name}",
+            )
         raise InvalidFilter(f"unsupported filter element {type(node).__name__}")
 
-    def multi(self, target: _Multi, inner: Any, last: tuple[str, str, Any] | None, printable: str) -> ColumnElement[bool]:
+    def multi(
+        self, target: _Multi, inner: Any, last: tuple[str, str, Any] | None, printable: str
+    ) -> ColumnElement[bool]:
         table = {"addresses": _ADDRESS_SUBS}.get(target.attribute, _VALUE_SUBS)
 
         def subs(name: str, where: str) -> _Scalar:
@@ -565,4 +578,3 @@ def sort_key(path: str, *, kind: ResourceKind) -> ColumnElement[Any]:
             .scalar_subquery()
         )
     raise InvalidValue(f"cannot sort {kind}s by '{text}'")
-

@@ -68,7 +68,10 @@ def members_of_groups(*, session: Session, caller: ScimCaller, group_pks: list[i
         return result
     users = session.exec(
         select(GroupMember.group_pk, ScimUser.id, GroupMember.display, ScimUser.display_name, ScimUser.user_name)
-        .join(ScimUser, and_(ScimUser.id == GroupMember.member_id, ScimUser.partner_id == GroupMember.partner_id))
+        .join(
+            ScimUser,
+            and_(ScimUser.id == GroupMember.member_id, ScimUser.partner_id == GroupMember.partner_id),
+        )
         .where(GroupMember.partner_id == caller.partner_id, col(GroupMember.group_pk).in_(group_pks))
         .order_by(col(GroupMember.pk))
     ).all()
@@ -76,7 +79,10 @@ def members_of_groups(*, session: Session, caller: ScimCaller, group_pks: list[i
         result[group_pk].append({"value": member_id, "type": "User", "display": sent or display_name or user_name})
     nested = session.exec(
         select(GroupMember.group_pk, ScimGroup.id, GroupMember.display, ScimGroup.display_name)
-        .join(ScimGroup, and_(ScimGroup.id == GroupMember.member_id, ScimGroup.partner_id == GroupMember.partner_id))
+        .join(
+            ScimGroup,
+            and_(ScimGroup.id == GroupMember.member_id, ScimGroup.partner_id == GroupMember.partner_id),
+        )
         .where(GroupMember.partner_id == caller.partner_id, col(GroupMember.group_pk).in_(group_pks))
         .order_by(col(GroupMember.pk))
     ).all()
@@ -106,7 +112,7 @@ def _member_values(items: Any, where: str) -> dict[str, str | None]:
     if isinstance(items, dict):
         items = [items]
     if not isinstance(items, list):
-        raise InvalidValue(f"{where}: members must be a list of {{\"value\": id}} objects")
+        raise InvalidValue(f'{where}: members must be a list of {{"value": id}} objects')
     values: dict[str, str | None] = {}
     for item in items:
         value = item.get("value") if isinstance(item, dict) else None
@@ -167,8 +173,13 @@ def _add(session: Session, caller: ScimCaller, group: ScimGroup, members: dict[s
     assert group.pk is not None
     for member_id in new:
         session.add(
-            GroupMember(partner_id=caller.partner_id, group_pk=group.pk, member_id=member_id,
-                        member_type=types[member_id], display=members[member_id])
+            GroupMember(
+                partner_id=caller.partner_id,
+                group_pk=group.pk,
+                member_id=member_id,
+                member_type=types[member_id],
+                display=members[member_id],
+            )
         )
     return [(i, types[i]) for i in new], []
 
@@ -319,7 +330,11 @@ def create_group(*, session: Session, caller: ScimCaller, payload: Any) -> ScimG
     _ensure_unique(session, caller, doc["displayName"], None)
     now = utcnow()
     group = ScimGroup(
-        id=str(uuid.uuid4()), partner_id=caller.partner_id, attributes=doc, created_at=now, updated_at=now,
+        id=str(uuid.uuid4()),
+        partner_id=caller.partner_id,
+        attributes=doc,
+        created_at=now,
+        updated_at=now,
         **group_columns(doc),
     )
     session.add(group)
@@ -327,13 +342,21 @@ def create_group(*, session: Session, caller: ScimCaller, payload: Any) -> ScimG
     change = _add(session, caller, group, {m.value: m.display for m in model.members or [] if m.value})
     detail = {"ignored_schemas": dropped} if dropped else {}
     _audit_and_events(
-        session, caller, group, action="scim.group.created", before=None, change=change, detail=detail,
+        session,
+        caller,
+        group,
+        action="scim.group.created",
+        before=None,
+        change=change,
+        detail=detail,
         kind=EventKind.GROUP_CREATED,
     )
     return group
 
 
-def _store(session: Session, caller: ScimCaller, group: ScimGroup, doc: dict[str, Any], membership_changed: bool) -> bool:
+def _store(
+    session: Session, caller: ScimCaller, group: ScimGroup, doc: dict[str, Any], membership_changed: bool
+) -> bool:
     if doc == group.attributes and not membership_changed:
         return False
     if doc != group.attributes:
@@ -366,7 +389,13 @@ def replace_group(
     if _store(session, caller, group, doc, bool(change[0] or change[1])):
         detail = {"ignored_schemas": dropped} if dropped else {}
         _audit_and_events(
-            session, caller, group, action="scim.group.replaced", before=before, change=change, detail=detail,
+            session,
+            caller,
+            group,
+            action="scim.group.replaced",
+            before=before,
+            change=change,
+            detail=detail,
             kind=EventKind.GROUP_UPDATED,
         )
     return group
@@ -432,7 +461,13 @@ def patch_group(
     before = group.attributes
     if _store(session, caller, group, doc, bool(net[0] or net[1])):
         _audit_and_events(
-            session, caller, group, action="scim.group.patched", before=before, change=net, detail={},
+            session,
+            caller,
+            group,
+            action="scim.group.patched",
+            before=before,
+            change=net,
+            detail={},
             kind=EventKind.GROUP_UPDATED,
         )
     return group
@@ -446,7 +481,8 @@ def delete_group(*, session: Session, caller: ScimCaller, group_id: str, if_matc
     # the group may itself be a member of other groups
     session.execute(
         sql_delete(GroupMember).where(
-            GroupMember.partner_id == caller.partner_id, GroupMember.member_id == group.id  # type: ignore[arg-type]
+            GroupMember.partner_id == caller.partner_id,
+            GroupMember.member_id == group.id,  # type: ignore[arg-type]
         )
     )
     session.delete(group)
@@ -461,7 +497,12 @@ def delete_group(*, session: Session, caller: ScimCaller, group_id: str, if_matc
         detail={"members_removed": [i for i, _ in change[1]]},
     )
     record_event(
-        session, partner_id=caller.partner_id, kind=EventKind.GROUP_DELETED, subject_type="group",
-        subject_id=group.id, detail={"displayName": group.display_name}, audit_id=audit.id,
+        session,
+        partner_id=caller.partner_id,
+        kind=EventKind.GROUP_DELETED,
+        subject_type="group",
+        subject_id=group.id,
+        detail={"displayName": group.display_name},
+        audit_id=audit.id,
     )
     _membership_events(session, caller, group, change, audit.id)

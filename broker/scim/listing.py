@@ -52,6 +52,7 @@ def integer_parameter(name: str, raw: Any) -> int | None:
 
 def wants_members(attributes: list[str] | None, excluded: list[str] | None) -> bool:
     """Whether a group response carries members (Entra always sends excludedAttributes=members)."""
+
     def names(items: list[str] | None) -> set[str]:
         return {i.strip().lower().removeprefix("urn:ietf:params:scim:schemas:core:2.0:group:") for i in items or []}
 
@@ -61,7 +62,11 @@ def wants_members(attributes: list[str] | None, excluded: list[str] | None) -> b
 
 
 def render_users(
-    *, session: Session, caller: ScimCaller, rows: list[ScimUser], attributes: list[str] | None = None,
+    *,
+    session: Session,
+    caller: ScimCaller,
+    rows: list[ScimUser],
+    attributes: list[str] | None = None,
     excluded: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Full or attribute-selected representations of users, their groups loaded in one query."""
@@ -78,7 +83,11 @@ def render_users(
 
 
 def render_groups(
-    *, session: Session, caller: ScimCaller, rows: list[ScimGroup], attributes: list[str] | None = None,
+    *,
+    session: Session,
+    caller: ScimCaller,
+    rows: list[ScimGroup],
+    attributes: list[str] | None = None,
     excluded: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Representations of groups; members are only loaded when the response will carry them."""
@@ -89,8 +98,11 @@ def render_groups(
     )
     return [
         shape(
-            render_group(row, members=None if members is None else members.get(row.pk or 0, []),
-                         base_url=caller.base_url),
+            render_group(
+                row,
+                members=None if members is None else members.get(row.pk or 0, []),
+                base_url=caller.base_url,
+            ),
             Group,
             attributes=attributes,
             excluded=excluded,
@@ -106,8 +118,13 @@ def list_resources(*, session: Session, caller: ScimCaller, kind: ResourceKind, 
     conditions: list[Any] = [table.partner_id == caller.partner_id]
     if query.filter is not None:
         conditions.append(
-            build_filter(query.filter, kind=kind, partner_id=caller.partner_id,
-                         max_length=settings.scim_max_filter_length, root=query.root)
+            build_filter(
+                query.filter,
+                kind=kind,
+                partner_id=caller.partner_id,
+                max_length=settings.scim_max_filter_length,
+                root=query.root,
+            )
         )
     order = (query.sort_order or "ascending").lower()
     if order not in ("ascending", "descending"):
@@ -126,11 +143,21 @@ def list_resources(*, session: Session, caller: ScimCaller, kind: ResourceKind, 
     # beyond 64 bits (valid JSON, valid query text) from reaching the driver's OFFSET as an overflow.
     rows = list(session.exec(statement).all()) if count and start <= total else []
     if kind == "User":
-        resources = render_users(session=session, caller=caller, rows=rows, attributes=query.attributes,  # type: ignore[arg-type]
-                                 excluded=query.excluded_attributes)
+        resources = render_users(
+            session=session,
+            caller=caller,
+            rows=rows,
+            attributes=query.attributes,  # type: ignore[arg-type]
+            excluded=query.excluded_attributes,
+        )
     else:
-        resources = render_groups(session=session, caller=caller, rows=rows, attributes=query.attributes,  # type: ignore[arg-type]
-                                  excluded=query.excluded_attributes)
+        resources = render_groups(
+            session=session,
+            caller=caller,
+            rows=rows,
+            attributes=query.attributes,  # type: ignore[arg-type]
+            excluded=query.excluded_attributes,
+        )
     body: dict[str, Any] = {
         "schemas": [LIST_RESPONSE],
         "totalResults": total,

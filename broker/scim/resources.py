@@ -67,7 +67,16 @@ listed in the audit record instead of failing a whole provisioning cycle."""
 # decided by the verified-domain check, not by whether the domain is publicly routable.
 email_validator.SPECIAL_USE_DOMAIN_NAMES.clear()
 
-MULTI_VALUED = ("emails", "phoneNumbers", "ims", "photos", "entitlements", "roles", "x509Certificates", "addresses")
+MULTI_VALUED = (
+    "emails",
+    "phoneNumbers",
+    "ims",
+    "photos",
+    "entitlements",
+    "roles",
+    "x509Certificates",
+    "addresses",
+)
 _SCIM_TYPE_TO_ERROR: dict[str, type[BrokerError]] = {
     "invalidValue": InvalidValue,
     "invalidPath": InvalidPath,
@@ -174,9 +183,7 @@ def unstorable(text: str) -> bool:
     return "\x00" in text or _SURROGATE.search(text) is not None
 
 
-def _fitting(
-    table: type[ScimUser] | type[ScimGroup] | type[ScimValue], values: dict[str, Any]
-) -> dict[str, Any]:
+def _fitting(table: type[ScimUser] | type[ScimGroup] | type[ScimValue], values: dict[str, Any]) -> dict[str, Any]:
     """``values`` if every string fits its column, else InvalidValue.
 
     PostgreSQL refuses a longer string only when the row is written (a 500), where SQLite keeps it:
@@ -203,32 +210,35 @@ def user_columns(doc: dict[str, Any], *, active_if_unassigned: bool = True) -> d
     ext = doc.get(ENTERPRISE) or {}
     manager = ext.get("manager") or {}
     user_name = doc["userName"]
-    return _fitting(ScimUser, {
-        "user_name": user_name,
-        "user_name_ci": fold(user_name),
-        "external_id": _text(doc.get("externalId")),
-        "active": doc["active"] if isinstance(doc.get("active"), bool) else active_if_unassigned,
-        "display_name": _text(doc.get("displayName")),
-        "nick_name": _text(doc.get("nickName")),
-        "title": _text(doc.get("title")),
-        "user_type": _text(doc.get("userType")),
-        "preferred_language": _text(doc.get("preferredLanguage")),
-        "locale": _text(doc.get("locale")),
-        "timezone": _text(doc.get("timezone")),
-        "profile_url": _text(doc.get("profileUrl")),
-        "name_formatted": _text(name.get("formatted")),
-        "name_family_name": _text(name.get("familyName")),
-        "name_given_name": _text(name.get("givenName")),
-        "name_middle_name": _text(name.get("middleName")),
-        "name_honorific_prefix": _text(name.get("honorificPrefix")),
-        "name_honorific_suffix": _text(name.get("honorificSuffix")),
-        "employee_number": _text(ext.get("employeeNumber")),
-        "cost_center": _text(ext.get("costCenter")),
-        "organization": _text(ext.get("organization")),
-        "division": _text(ext.get("division")),
-        "department": _text(ext.get("department")),
-        "manager_id": _text(manager.get("value")),
-    })
+    return _fitting(
+        ScimUser,
+        {
+            "user_name": user_name,
+            "user_name_ci": fold(user_name),
+            "external_id": _text(doc.get("externalId")),
+            "active": doc["active"] if isinstance(doc.get("active"), bool) else active_if_unassigned,
+            "display_name": _text(doc.get("displayName")),
+            "nick_name": _text(doc.get("nickName")),
+            "title": _text(doc.get("title")),
+            "user_type": _text(doc.get("userType")),
+            "preferred_language": _text(doc.get("preferredLanguage")),
+            "locale": _text(doc.get("locale")),
+            "timezone": _text(doc.get("timezone")),
+            "profile_url": _text(doc.get("profileUrl")),
+            "name_formatted": _text(name.get("formatted")),
+            "name_family_name": _text(name.get("familyName")),
+            "name_given_name": _text(name.get("givenName")),
+            "name_middle_name": _text(name.get("middleName")),
+            "name_honorific_prefix": _text(name.get("honorificPrefix")),
+            "name_honorific_suffix": _text(name.get("honorificSuffix")),
+            "employee_number": _text(ext.get("employeeNumber")),
+            "cost_center": _text(ext.get("costCenter")),
+            "organization": _text(ext.get("organization")),
+            "division": _text(ext.get("division")),
+            "department": _text(ext.get("department")),
+            "manager_id": _text(manager.get("value")),
+        },
+    )
 
 
 def user_values(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -256,11 +266,14 @@ def user_values(doc: dict[str, Any]) -> list[dict[str, Any]]:
 def group_columns(doc: dict[str, Any]) -> dict[str, Any]:
     """The promoted, filterable columns of a stored group document."""
     display_name = doc["displayName"]
-    return _fitting(ScimGroup, {
-        "display_name": display_name,
-        "display_name_ci": fold(display_name),
-        "external_id": _text(doc.get("externalId")),
-    })
+    return _fitting(
+        ScimGroup,
+        {
+            "display_name": display_name,
+            "display_name_ci": fold(display_name),
+            "external_id": _text(doc.get("externalId")),
+        },
+    )
 
 
 def _meta(resource_type: str, row: ScimUser | ScimGroup, base_url: str) -> dict[str, Any]:

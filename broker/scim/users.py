@@ -10,8 +10,8 @@ from pydantic import ValidationError
 from scim2_models import Context, PatchOp, SCIMException
 from sqlalchemy import delete as sql_delete
 from sqlalchemy import insert, update
-from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, select
 
 from broker.audit.log import append_audit
@@ -135,7 +135,12 @@ def create_user(*, session: Session, caller: ScimCaller, payload: Any) -> ScimUs
 
 
 def _apply(
-    session: Session, caller: ScimCaller, row: ScimUser, doc: dict[str, Any], action: str, detail: dict[str, Any]
+    session: Session,
+    caller: ScimCaller,
+    row: ScimUser,
+    doc: dict[str, Any],
+    action: str,
+    detail: dict[str, Any],
 ) -> ScimUser:
     """Store a new document for an existing user, with audit and JML events; a no-op changes nothing."""
     before = row.attributes
@@ -203,9 +208,7 @@ def _apply(
     return row
 
 
-def replace_user(
-    *, session: Session, caller: ScimCaller, user_id: str, payload: Any, if_match: str | None
-) -> ScimUser:
+def replace_user(*, session: Session, caller: ScimCaller, user_id: str, payload: Any, if_match: str | None) -> ScimUser:
     """PUT /Users/{id}: full replacement of readWrite attributes (Okta's GET-then-PUT, AIW deactivation)."""
     row = get_user(session=session, caller=caller, user_id=user_id, for_update=True)
     check_if_match(if_match, row.version)
@@ -222,9 +225,7 @@ def replace_user(
     return _apply(session, caller, row, doc, "scim.user.replaced", _ignored(model, dropped))
 
 
-def patch_user(
-    *, session: Session, caller: ScimCaller, user_id: str, payload: Any, if_match: str | None
-) -> ScimUser:
+def patch_user(*, session: Session, caller: ScimCaller, user_id: str, payload: Any, if_match: str | None) -> ScimUser:
     """PATCH /Users/{id} (RFC 7644 §3.5.2): operations in order, all or nothing."""
     row = get_user(session=session, caller=caller, user_id=user_id, for_update=True)
     check_if_match(if_match, row.version)

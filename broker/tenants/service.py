@@ -30,8 +30,8 @@ __all__ = [
     "set_domain_policy",
 ]
 
-TOKEN_PREFIX = "ent_scim_"
-_TOKEN_RE = re.compile(r"^ent_scim_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
+TOKEN_PREFIX = "ent_scim_"  # noqa: S105 (a public prefix, not a secret)
+_TOKEN_RE = re.compile(r"\Aent_scim_([0-9a-f]{16})_([A-Za-z0-9_-]{43})\Z")
 _SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 _DOMAIN_LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 # A fixed digest compared when no token row matches, so a wrong id costs the same time as a wrong secret.
@@ -182,9 +182,7 @@ def list_tokens(*, session: Session, slug: str) -> list[ScimToken]:
 def revoke_scim_token(*, session: Session, slug: str, token_id: str, actor: Actor) -> ScimToken:
     """Revoke one of the partner's tokens at once. Revoking twice is harmless."""
     partner = get_partner(session=session, slug=slug)
-    token = session.exec(
-        select(ScimToken).where(ScimToken.id == token_id, ScimToken.partner_id == partner.id)
-    ).first()
+    token = session.exec(select(ScimToken).where(ScimToken.id == token_id, ScimToken.partner_id == partner.id)).first()
     if token is None:
         raise NotFound(f"partner '{slug}' has no token '{token_id}'")
     if token.revoked_at is None:

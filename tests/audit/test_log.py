@@ -15,8 +15,10 @@ from tests.conftest import PATCH_SCHEMA, PartnerHandle
 
 def test_database_refuses_update_and_delete(partner: PartnerHandle, engine: Engine, audit) -> None:
     record = audit(partner.id)[0]
-    for statement in ("UPDATE audit_record SET action = 'forged' WHERE id = :id",
-                      "DELETE FROM audit_record WHERE id = :id"):
+    for statement in (
+        "UPDATE audit_record SET action = 'forged' WHERE id = :id",
+        "DELETE FROM audit_record WHERE id = :id",
+    ):
         with engine.connect() as connection, pytest.raises(DBAPIError, match="append-only"):
             connection.execute(text(statement), {"id": record.id})
             connection.commit()
@@ -25,8 +27,13 @@ def test_database_refuses_update_and_delete(partner: PartnerHandle, engine: Engi
 
 def test_each_change_is_audited_with_actor_and_digests(partner: PartnerHandle, audit) -> None:
     user = partner.create_user("carol")
-    partner.client.patch(f"/Users/{user['id']}", json={
-        "schemas": [PATCH_SCHEMA], "Operations": [{"op": "replace", "path": "displayName", "value": "Carol"}]})
+    partner.client.patch(
+        f"/Users/{user['id']}",
+        json={
+            "schemas": [PATCH_SCHEMA],
+            "Operations": [{"op": "replace", "path": "displayName", "value": "Carol"}],
+        },
+    )
     partner.client.delete(f"/Users/{user['id']}")
     records = [r for r in audit(partner.id) if r.resource_type == "User"]
     assert [r.action for r in records] == ["scim.user.created", "scim.user.patched", "scim.user.deleted"]
@@ -42,16 +49,20 @@ def test_each_change_is_audited_with_actor_and_digests(partner: PartnerHandle, a
 def test_leaf_hash_covers_the_record(partner: PartnerHandle, audit) -> None:
     """Anyone holding a record can recompute its leaf hash from its fields."""
     record = audit(partner.id)[-1]
-    recomputed = hashlib.sha256(canonical_json({
-        "occurred_at": record.occurred_at.isoformat(),
-        "partner_id": record.partner_id,
-        "actor": [record.actor_kind, record.actor_id],
-        "action": record.action,
-        "resource": [record.resource_type, record.resource_id],
-        "before": record.before_sha256,
-        "after": record.after_sha256,
-        "detail": record.detail,
-    })).hexdigest()
+    recomputed = hashlib.sha256(
+        canonical_json(
+            {
+                "occurred_at": record.occurred_at.isoformat(),
+                "partner_id": record.partner_id,
+                "actor": [record.actor_kind, record.actor_id],
+                "action": record.action,
+                "resource": [record.resource_type, record.resource_id],
+                "before": record.before_sha256,
+                "after": record.after_sha256,
+                "detail": record.detail,
+            }
+        )
+    ).hexdigest()
     assert recomputed == record.leaf_sha256
 
 

@@ -45,8 +45,10 @@ def test_no_op_writes_emit_nothing(partner: PartnerHandle, events) -> None:
 def test_put_without_active_never_reactivates_a_leaver(partner: PartnerHandle, events) -> None:
     user = partner.create_user("hank")
     _patch(partner, f"/Users/{user['id']}", {"op": "replace", "path": "active", "value": False})
-    response = partner.client.put(f"/Users/{user['id']}", json={
-        "schemas": [USER_SCHEMA], "userName": user["userName"], "displayName": "Hank"})
+    response = partner.client.put(
+        f"/Users/{user['id']}",
+        json={"schemas": [USER_SCHEMA], "userName": user["userName"], "displayName": "Hank"},
+    )
     assert response.status_code == 200
     assert response.json()["active"] is False  # the server's default for an omitted `active`: unchanged
     assert [e.kind for e in events(partner.id)] == ["joined", "left", "updated"]  # no rejoin
@@ -66,9 +68,12 @@ def test_group_membership_changes_are_member_events(partner: PartnerHandle, even
     b = partner.create_user("jack")["id"]
     group = partner.create_group("Engineering", members=[a])
     gid = group["id"]
-    _patch(partner, f"/Groups/{gid}",
-           {"op": "add", "path": "members", "value": [{"value": b}]},
-           {"op": "remove", "path": f'members[value eq "{a}"]'})
+    _patch(
+        partner,
+        f"/Groups/{gid}",
+        {"op": "add", "path": "members", "value": [{"value": b}]},
+        {"op": "remove", "path": f'members[value eq "{a}"]'},
+    )
     assert partner.client.delete(f"/Groups/{gid}").status_code == 204
     by_change: dict[int, list] = {}
     for e in events(partner.id):
@@ -76,12 +81,18 @@ def test_group_membership_changes_are_member_events(partner: PartnerHandle, even
             by_change.setdefault(e.audit_id, []).append((e.kind, e.subject_id, e.detail))
     changes = [sorted(v, key=repr) for _, v in sorted(by_change.items())]
     assert changes == [
-        sorted([("group_created", gid, {"displayName": "Engineering"}),
-                ("groups_changed", a, {"added": [gid]})], key=repr),
-        sorted([("groups_changed", a, {"removed": [gid]}),
-                ("groups_changed", b, {"added": [gid]})], key=repr),
-        sorted([("group_deleted", gid, {"displayName": "Engineering"}),
-                ("groups_changed", b, {"removed": [gid]})], key=repr),
+        sorted(
+            [("group_created", gid, {"displayName": "Engineering"}), ("groups_changed", a, {"added": [gid]})],
+            key=repr,
+        ),
+        sorted([("groups_changed", a, {"removed": [gid]}), ("groups_changed", b, {"added": [gid]})], key=repr),
+        sorted(
+            [
+                ("group_deleted", gid, {"displayName": "Engineering"}),
+                ("groups_changed", b, {"removed": [gid]}),
+            ],
+            key=repr,
+        ),
     ]
 
 

@@ -120,9 +120,7 @@ class EntenteProcess:
         """Everything the server wrote to stdout and stderr so far."""
         return self.log_path.read_text(errors="replace")
 
-    def add_partner(
-        self, *, prefix: str = "peer", warn_only: bool = True, tld: str = "test"
-    ) -> PartnerCredentials:
+    def add_partner(self, *, prefix: str = "peer", warn_only: bool = True, tld: str = "test") -> PartnerCredentials:
         """Another partner (tenant) on the same running server, made with the CLI, with its own token.
 
         Its verified domain is ``<slug>.<tld>``. ``warn_only`` (``--warn-only``) accepts users outside
@@ -161,8 +159,10 @@ def _wait_healthy(process: subprocess.Popen[bytes], root_url: str, log_path: Pat
     while time.monotonic() < deadline:
         code = process.poll()
         if code is not None:
-            pytest.fail(f"entente serve exited with {code} before answering /healthz\n"
-                        f"--- server log ---\n{log_path.read_text(errors='replace')}")
+            pytest.fail(
+                f"entente serve exited with {code} before answering /healthz\n"
+                f"--- server log ---\n{log_path.read_text(errors='replace')}"
+            )
         try:
             response = httpx.get(f"{root_url}/healthz", timeout=1.0)
             if response.status_code == 200:
@@ -172,8 +172,10 @@ def _wait_healthy(process: subprocess.Popen[bytes], root_url: str, log_path: Pat
             last_error = repr(exc)
         time.sleep(0.1)
     process.kill()
-    pytest.fail(f"entente serve did not answer /healthz within {START_TIMEOUT:.0f}s ({last_error})\n"
-                f"--- server log ---\n{log_path.read_text(errors='replace')}")
+    pytest.fail(
+        f"entente serve did not answer /healthz within {START_TIMEOUT:.0f}s ({last_error})\n"
+        f"--- server log ---\n{log_path.read_text(errors='replace')}"
+    )
 
 
 @contextmanager
@@ -190,7 +192,10 @@ def running_entente(*, database_url: str, workdir: Path) -> Iterator[EntenteProc
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(  # noqa: S603 - fixed executable, our own arguments
             [str(ENTENTE), "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
     died: int | None = None
     try:
@@ -198,10 +203,18 @@ def running_entente(*, database_url: str, workdir: Path) -> Iterator[EntenteProc
         specs = [(True, "test")] + [(False, "example.com")] * SPARE_PARTNERS
         with ThreadPoolExecutor(len(specs)) as pool:
             partner, *spares = pool.map(
-                lambda spec: _make_partner(env, prefix="peer", warn_only=spec[0], tld=spec[1]), specs)
+                lambda spec: _make_partner(env, prefix="peer", warn_only=spec[0], tld=spec[1]), specs
+            )
         yield EntenteProcess(
-            base_url=f"{root_url}/scim/v2", token=partner.token, slug=partner.slug, domain=partner.domain,
-            root_url=root_url, database_url=database_url, log_path=log_path, env=env, process=process,
+            base_url=f"{root_url}/scim/v2",
+            token=partner.token,
+            slug=partner.slug,
+            domain=partner.domain,
+            root_url=root_url,
+            database_url=database_url,
+            log_path=log_path,
+            env=env,
+            process=process,
             spares=spares,
         )
     finally:

@@ -54,8 +54,11 @@ def _wait_ready(server: Scim2Server) -> None:
     while time.monotonic() < deadline:
         server.assert_alive()
         try:
-            response = httpx.get(f"{server.base_url}/ServiceProviderConfig", timeout=1.0,
-                                 headers={"Authorization": f"Bearer {server.token}"})
+            response = httpx.get(
+                f"{server.base_url}/ServiceProviderConfig",
+                timeout=1.0,
+                headers={"Authorization": f"Bearer {server.token}"},
+            )
             if response.status_code == 200:
                 return
             last_error = f"HTTP {response.status_code}"
@@ -63,26 +66,25 @@ def _wait_ready(server: Scim2Server) -> None:
             last_error = repr(exc)
         time.sleep(0.1)
     server.process.kill()
-    pytest.fail(f"scim2-server did not answer within {START_TIMEOUT:.0f}s ({last_error})\n"
-                f"--- log ---\n{server.log()}")
+    pytest.fail(f"scim2-server did not answer within {START_TIMEOUT:.0f}s ({last_error})\n--- log ---\n{server.log()}")
 
 
 @pytest.fixture(scope="session")
 def scim2_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scim2Server]:
     """scim2-server on a free 127.0.0.1 port with a random bearer token; stopped at session end."""
     if not SCIM2_SERVER.exists():
-        pytest.fail(f"the scim2-server console script is not installed at {SCIM2_SERVER}: "
-                    "pip install -e '.[test]'")
+        pytest.fail(f"the scim2-server console script is not installed at {SCIM2_SERVER}: pip install -e '.[test]'")
     port = free_port()
     token = secrets.token_urlsafe(24)
     log_path = tmp_path_factory.mktemp("scim2-server") / "scim2-server.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(  # noqa: S603 - fixed executable, our own arguments
             [str(SCIM2_SERVER), "--hostname", "127.0.0.1", "--port", str(port), "--bearer-token", token],
-            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
-    server = Scim2Server(base_url=f"http://127.0.0.1:{port}/v2", token=token, log_path=log_path,
-                         process=process)
+    server = Scim2Server(base_url=f"http://127.0.0.1:{port}/v2", token=token, log_path=log_path, process=process)
     died: int | None = None
     try:
         _wait_ready(server)

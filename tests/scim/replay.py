@@ -100,8 +100,6 @@ def open_partner(
         raise_server_exceptions=False,
     )
     try:
-        yield PartnerHandle(
-            id=partner.id, slug=slug, domain=domains[0], token=issued.secret_text, client=client
-        )
+        yield PartnerHandle(id=partner.id, slug=slug, domain=domains[0], token=issued.secret_text, client=client)
     finally:
         client.close()

@@ -212,9 +212,7 @@ class TestUsers:
             f"/Users/{user['id']}",
             json={
                 "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-                "Operations": [
-                    {"op": "Replace", "path": "userName", "value": f"5B50642D@{entra.subs['domain']}"}
-                ],
+                "Operations": [{"op": "Replace", "path": "userName", "value": f"5B50642D@{entra.subs['domain']}"}],
             },
         )
         assert_scim_error(response, 409, "uniqueness")
@@ -277,9 +275,7 @@ class TestGroups:
         assert len(events(entra.partner.id)) == before
         assert entra.group(group["id"])["meta"]["version"] == group["meta"]["version"]
 
-    @pytest.mark.parametrize(
-        "step", ["entra-E22-group_remove_member_legacy", "entra-E23-group_remove_member_flag"]
-    )
+    @pytest.mark.parametrize("step", ["entra-E22-group_remove_member_legacy", "entra-E23-group_remove_member_flag"])
     def test_e22_e23_remove_only_that_member(self, entra: Entra, events: Events, step: str) -> None:
         """Regression for MicrosoftDocs/azure-docs#30826: "Entra emptied the group"."""
         leaving = entra.create_e10()

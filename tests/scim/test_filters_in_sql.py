@@ -32,7 +32,8 @@ def test_filter_runs_in_the_database(partner: PartnerHandle, statements: list[st
         partner.create_user(f"user{i:02d}", title="Engineer" if i % 3 else "Manager")
     statements.clear()
     response = partner.client.get(
-        "/Users", params={"filter": 'title eq "Manager" and emails[type eq "work"]', "count": 3})
+        "/Users", params={"filter": 'title eq "Manager" and emails[type eq "work"]', "count": 3}
+    )
     assert response.status_code == 200
     body = response.json()
     assert body["totalResults"] == 4 and body["itemsPerPage"] == 3

@@ -305,9 +305,7 @@ def test_counts_never_include_the_other_partner(pair: Pair, b_untouched: None) -
     group = client.get(f"/Groups/{pair.a.group['id']}").json()
     assert {m["value"] for m in group["members"]} == a_users
     for user in pair.a.users:
-        assert [g["value"] for g in client.get(f"/Users/{user['id']}").json()["groups"]] == [
-            pair.a.group["id"]
-        ]
+        assert [g["value"] for g in client.get(f"/Users/{user['id']}").json()["groups"]] == [pair.a.group["id"]]
 
 
 def _masked_error(response: Any, ids: tuple[str, ...]) -> tuple[int, Any]:
@@ -340,9 +338,7 @@ def test_foreign_user_cannot_become_a_member(pair: Pair, b_untouched: None, how:
                 "patch replace": {"op": "replace", "path": "members", "value": members},
                 "patch no-path": {"op": "add", "value": {"members": members[1:]}},
             }[how]
-            response = client.patch(
-                f"/Groups/{group_id}", json={"schemas": [PATCH_SCHEMA], "Operations": [operation]}
-            )
+            response = client.patch(f"/Groups/{group_id}", json={"schemas": [PATCH_SCHEMA], "Operations": [operation]})
         assert_scim_error(response, 400, "invalidValue")
         answers.append(_masked_error(response, (target,)))
     assert answers[0] == answers[1]
@@ -361,9 +357,7 @@ def test_removing_a_foreign_member_is_a_no_op_like_any_absent_value(pair: Pair, 
             {"op": "remove", "path": f'members[value eq "{target}"]'},
             {"op": "remove", "path": "members", "value": [{"value": target}]},
         ):
-            response = client.patch(
-                f"/Groups/{group_id}", json={"schemas": [PATCH_SCHEMA], "Operations": [operation]}
-            )
+            response = client.patch(f"/Groups/{group_id}", json={"schemas": [PATCH_SCHEMA], "Operations": [operation]})
             assert response.status_code in (200, 204), response.text
             answers.append(_shape(response, (target,)))
     assert answers[:2] == answers[2:]
@@ -400,9 +394,7 @@ def test_bulk_with_foreign_ids_answers_like_missing_ids(pair: Pair, b_untouched:
                     "path": f"/Groups/{a_group}",
                     "data": {
                         "schemas": [PATCH_SCHEMA],
-                        "Operations": [
-                            {"op": "add", "path": "members", "value": [{"value": user}, {"value": group}]}
-                        ],
+                        "Operations": [{"op": "add", "path": "members", "value": [{"value": user}, {"value": group}]}],
                     },
                 },
                 {"method": "DELETE", "path": f"/Groups/{group}", "version": 'W/"1"'},
@@ -453,22 +445,16 @@ def test_names_are_unique_per_partner_only(pair: Pair) -> None:
         assert client.post("/Groups", json=group).status_code == 201
     for client in (a, b):
         assert_scim_error(client.post("/Users", json={**body, "userName": login.upper()}), 409, "uniqueness")
-        assert_scim_error(
-            client.post("/Groups", json={**group, "displayName": "same team"}), 409, "uniqueness"
-        )
+        assert_scim_error(client.post("/Groups", json={**group, "displayName": "same team"}), 409, "uniqueness")
         assert client.get("/Users", params={"filter": f'userName eq "{login}"'}).json()["totalResults"] == 1
         assert client.get("/Users", params={"filter": 'externalId eq "same-ext"'}).json()["totalResults"] == 1
 
 
-def test_renaming_onto_a_name_only_the_other_partner_holds_succeeds(
-    pair: Pair, events: Any, audit: Any
-) -> None:
+def test_renaming_onto_a_name_only_the_other_partner_holds_succeeds(pair: Pair, events: Any, audit: Any) -> None:
     """PUT and PATCH to B's group displayName and B's userName-without-domain are no 409 in A."""
     a = pair.a.client
     b_login = f"taken-{uuid.uuid4().hex[:6]}"
-    assert (
-        pair.b.client.post("/Users", json={"schemas": [USER_SCHEMA], "userName": b_login}).status_code == 201
-    )
+    assert pair.b.client.post("/Users", json={"schemas": [USER_SCHEMA], "userName": b_login}).status_code == 201
     snapshot = pair.b.snapshot()
     history = History(pair.b.partner.id, events, audit)
     user_id, group_id = pair.a.users[1]["id"], pair.a.group["id"]
@@ -554,8 +540,6 @@ def test_foreign_manager_reference_behaves_like_a_random_one(pair: Pair, b_untou
         )
         answers.append(response.status_code)
         if response.status_code == 201:
-            found = client.get(
-                "/Users", params={"filter": f'{ENTERPRISE_SCHEMA}:manager.value eq "{target}"'}
-            )
+            found = client.get("/Users", params={"filter": f'{ENTERPRISE_SCHEMA}:manager.value eq "{target}"'})
             assert [r["id"] for r in found.json()["Resources"]] == [response.json()["id"]]
     assert answers[0] == answers[1]

@@ -46,9 +46,7 @@ def test_l01_lookup_before_create_is_empty(partner: PartnerHandle) -> None:
 def test_l02_put_with_legacy_urns(
     partner: PartnerHandle, onelogin_user: dict[str, Any], events: Events, audit: Audit
 ) -> None:
-    response = send(
-        partner.client, "onelogin-L02-put_legacy_urns", uid=onelogin_user["id"], domain=partner.domain
-    )
+    response = send(partner.client, "onelogin-L02-put_legacy_urns", uid=onelogin_user["id"], domain=partner.domain)
     assert response.json()["schemas"] == [USER_SCHEMA]
     got = partner.client.get(f"/Users/{onelogin_user['id']}").json()
     assert got["schemas"] == [USER_SCHEMA]
@@ -96,9 +94,7 @@ def test_deactivated_user_stays_updatable_and_reactivates(
     assert history == [("joined", None), ("left", "deactivated"), ("updated", None), ("rejoined", None)]
 
 
-def test_l03_group_membership_by_patch(
-    partner: PartnerHandle, onelogin_user: dict[str, Any], events: Events
-) -> None:
+def test_l03_group_membership_by_patch(partner: PartnerHandle, onelogin_user: dict[str, Any], events: Events) -> None:
     group = partner.create_group("OneLogin role")
     send(partner.client, "onelogin-L03-group_add", gid=group["id"], uid=onelogin_user["id"])
     got = partner.client.get(f"/Groups/{group['id']}").json()

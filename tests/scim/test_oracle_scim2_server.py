@@ -59,13 +59,25 @@ ORACLE_DOMAIN = "oracle.example.com"
 UserModel = User[EnterpriseUser]
 
 
-def _user(local: str, d: str, *, emails: list[tuple[str, str | None, bool]] | None = None,
-          enterprise: dict[str, str] | None = None, **attributes: Any) -> dict[str, Any]:
+def _user(
+    local: str,
+    d: str,
+    *,
+    emails: list[tuple[str, str | None, bool]] | None = None,
+    enterprise: dict[str, str] | None = None,
+    **attributes: Any,
+) -> dict[str, Any]:
     """A User body; ``emails`` are (local part, type, primary), always in the server's domain."""
     body: dict[str, Any] = {"schemas": [USER_SCHEMA], "userName": f"{local}@{d}", **attributes}
     if emails:
-        body["emails"] = [{"value": f"{value}@{d}", **({"type": kind} if kind else {}),
-                           **({"primary": True} if primary else {})} for value, kind, primary in emails]
+        body["emails"] = [
+            {
+                "value": f"{value}@{d}",
+                **({"type": kind} if kind else {}),
+                **({"primary": True} if primary else {}),
+            }
+            for value, kind, primary in emails
+        ]
     if enterprise:
         body["schemas"].append(E)
         body[E] = enterprise
@@ -75,35 +87,75 @@ def _user(local: str, d: str, *, emails: list[tuple[str, str | None, bool]] | No
 def dataset(d: str) -> list[dict[str, Any]]:
     """The 30 users, rendered for domain ``d``; the same data, in the same order, on both servers."""
     return [
-        _user("alice", d, name={"givenName": "Alice", "familyName": "Archer"}, active=True, externalId="A-1",
-              title="Boss", emails=[("alice", "work", True), ("alice.home", "home", False)],
-              enterprise={"employeeNumber": "100", "department": "Sales"}),
-        _user("bob", d, name={"familyName": "baker"}, active=False, externalId="a-1",
-              emails=[("bob", "work", False)]),
+        _user(
+            "alice",
+            d,
+            name={"givenName": "Alice", "familyName": "Archer"},
+            active=True,
+            externalId="A-1",
+            title="Boss",
+            emails=[("alice", "work", True), ("alice.home", "home", False)],
+            enterprise={"employeeNumber": "100", "department": "Sales"},
+        ),
+        _user(
+            "bob",
+            d,
+            name={"familyName": "baker"},
+            active=False,
+            externalId="a-1",
+            emails=[("bob", "work", False)],
+        ),
         _user("carol", d, name={"givenName": "Carol"}, title="boss", emails=[("carol.home", "home", True)]),
         _user("dave_%", d, title="50% off", active=True),
         _user("Émile", d, name={"familyName": "Émond"}, active=True, enterprise={"employeeNumber": "20"}),
-        _user("frank", d, name={"givenName": "Frank", "familyName": "Archer"}, active=False, externalId="F-9",
-              title="Engineer", emails=[("frank", "work", True)]),
-        _user("grace", d, name={"familyName": "hopper"}, title="engineer",
-              emails=[("grace", "work", True), ("grace.other", None, False)]),
+        _user(
+            "frank",
+            d,
+            name={"givenName": "Frank", "familyName": "Archer"},
+            active=False,
+            externalId="F-9",
+            title="Engineer",
+            emails=[("frank", "work", True)],
+        ),
+        _user(
+            "grace",
+            d,
+            name={"familyName": "hopper"},
+            title="engineer",
+            emails=[("grace", "work", True), ("grace.other", None, False)],
+        ),
         _user("heidi", d, enterprise={"department": "Sales"}),
         _user("ivan", d, name={"familyName": "Ivanov"}, externalId="ivan", emails=[("IVAN", "work", True)]),
-        _user("judy", d, name={"familyName": "Archer"}, active=False, title="Boss",
-              emails=[("judy", "work", False)]),
+        _user(
+            "judy",
+            d,
+            name={"familyName": "Archer"},
+            active=False,
+            title="Boss",
+            emails=[("judy", "work", False)],
+        ),
         _user("ken_", d, name={"familyName": "ken"}, title="a_b", emails=[("ken", "home", False)]),
         _user("leo", d, name={"givenName": "Léo", "familyName": "Lé"}, externalId="L", active=True),
-        _user("mallory", d, active=False, title="Boss", emails=[("mallory", "work", True)],
-              enterprise={"employeeNumber": "300", "department": "sales"}),
+        _user(
+            "mallory",
+            d,
+            active=False,
+            title="Boss",
+            emails=[("mallory", "work", True)],
+            enterprise={"employeeNumber": "300", "department": "sales"},
+        ),
         _user("niaj", d, emails=[("niaj.a", "work", False), ("niaj.b", "work", True)]),
-        _user("olivia", d, name={"familyName": "O'Brien"}, title="Engineer",
-              emails=[("olivia", "work", True)]),
+        _user("olivia", d, name={"familyName": "O'Brien"}, title="Engineer", emails=[("olivia", "work", True)]),
         _user("peggy", d, name={"familyName": "peggy"}, emails=[("peggy", "home", False)]),
         _user("quinn", d, active=True, externalId="Q", enterprise={"employeeNumber": "9"}),
         _user("rupert", d, name={"familyName": "Zed"}),
         _user("sybil", d, name={"familyName": "archer"}, title="BOSS", emails=[("sybil", "work", True)]),
-        _user("trent", d, name={"familyName": "Trent"},
-              enterprise={"department": "Engineering", "employeeNumber": "1000"}),
+        _user(
+            "trent",
+            d,
+            name={"familyName": "Trent"},
+            enterprise={"department": "Engineering", "employeeNumber": "1000"},
+        ),
         _user("ursula", d, active=False),
         _user("victor", d, name={"familyName": "Victor"}, title="50%", emails=[("victor", "work", True)]),
         _user("walter", d, name={"familyName": "White"}, externalId="W-1", emails=[("walter", "work", True)]),
@@ -121,52 +173,121 @@ LOCALS = [u["userName"].split("@")[0] for u in dataset(ORACLE_DOMAIN)]
 BODIES = dict(zip(LOCALS, dataset(ORACLE_DOMAIN), strict=True))
 
 FILTERS = [
-    'userName eq "ALICE@{d}"', 'userName eq "émile@{d}"', 'userName sw "a"', 'userName sw "dave_"',
-    'userName co "%"', 'userName co "_"', 'userName ew "e@{d}"', 'userName gt "m"', 'userName le "carol@{d}"',
-    'userName lt "b"', 'USERNAME sw "c"', 'userName SW "c"',
+    'userName eq "ALICE@{d}"',
+    'userName eq "émile@{d}"',
+    'userName sw "a"',
+    'userName sw "dave_"',
+    'userName co "%"',
+    'userName co "_"',
+    'userName ew "e@{d}"',
+    'userName gt "m"',
+    'userName le "carol@{d}"',
+    'userName lt "b"',
+    'USERNAME sw "c"',
+    'userName SW "c"',
     'urn:ietf:params:scim:schemas:core:2.0:User:userName sw "b"',
-    'externalId eq "a-1"', 'externalId eq "A-1"', 'externalId sw "a"', "externalId pr", "not (externalId pr)",
-    'title eq "boss"', 'title ne "Boss"', 'not (title eq "Boss")', 'title co "%"', 'title co "_"',
+    'externalId eq "a-1"',
+    'externalId eq "A-1"',
+    'externalId sw "a"',
+    "externalId pr",
+    "not (externalId pr)",
+    'title eq "boss"',
+    'title ne "Boss"',
+    'not (title eq "Boss")',
+    'title co "%"',
+    'title co "_"',
     'title sw "50"',
-    "title eq null", "title ne null", "title pr", 'title lt "c"',
-    "active eq false", "active ne false",
-    "name pr", "name.givenName pr", "not (name.familyName pr)", 'name.familyName eq "ARCHER"',
-    'name.familyName sw "é"', 'name.familyName gt "t"', 'not (name.familyName sw "a")',
+    "title eq null",
+    "title ne null",
+    "title pr",
+    'title lt "c"',
+    "active eq false",
+    "active ne false",
+    "name pr",
+    "name.givenName pr",
+    "not (name.familyName pr)",
+    'name.familyName eq "ARCHER"',
+    'name.familyName sw "é"',
+    'name.familyName gt "t"',
+    'not (name.familyName sw "a")',
     'name.givenName gt "a"',
-    "emails pr", "not (emails pr)", 'emails co "HOME"', 'emails.type eq "work"', "emails.type pr",
-    "emails.primary eq true", 'emails eq "ivan@{d}"', 'emails[type eq "work" and value sw "a"]',
-    'emails[type eq "home" and primary eq true]', 'emails[not (type eq "work")]', "emails[type pr]",
-    'emails[type eq "work"].value eq "grace@{d}"', 'emails[value ew "@{d}"]', 'emails[value ne "ivan@{d}"]',
-    f'{E}:employeeNumber eq "100"', f'{E}:employeeNumber gt "10"', f'{E}:department eq "sales"',
-    f'not ({E}:department eq "Sales")', f"{E}:department pr",
+    "emails pr",
+    "not (emails pr)",
+    'emails co "HOME"',
+    'emails.type eq "work"',
+    "emails.type pr",
+    "emails.primary eq true",
+    'emails eq "ivan@{d}"',
+    'emails[type eq "work" and value sw "a"]',
+    'emails[type eq "home" and primary eq true]',
+    'emails[not (type eq "work")]',
+    "emails[type pr]",
+    'emails[type eq "work"].value eq "grace@{d}"',
+    'emails[value ew "@{d}"]',
+    'emails[value ne "ivan@{d}"]',
+    f'{E}:employeeNumber eq "100"',
+    f'{E}:employeeNumber gt "10"',
+    f'{E}:department eq "sales"',
+    f'not ({E}:department eq "Sales")',
+    f"{E}:department pr",
     'title eq "Boss" or userName sw "b" and active eq false',
     '(title eq "Boss" or userName sw "b") and active eq false',
-    "not (active eq false or title pr)", 'title eq "Engineer" and not (name.familyName eq "hopper")',
-    'meta.created gt "2000-01-01T00:00:00Z"', 'meta.lastModified lt "2000-01-01T00:00:00Z"',
-    'titel eq "x"', "active gt true", "userName eq", "externalId eq jyoung", 'emails[type eq "work"',
+    "not (active eq false or title pr)",
+    'title eq "Engineer" and not (name.familyName eq "hopper")',
+    'meta.created gt "2000-01-01T00:00:00Z"',
+    'meta.lastModified lt "2000-01-01T00:00:00Z"',
+    'titel eq "x"',
+    "active gt true",
+    "userName eq",
+    "externalId eq jyoung",
+    'emails[type eq "work"',
     # documented differences
-    "active eq true", "not (active eq true)", "active pr", 'employeeNumber eq "100"', 'emails ne "ivan@{d}"',
-    'meta.created co "20"', "title gt null",
+    "active eq true",
+    "not (active eq true)",
+    "active pr",
+    'employeeNumber eq "100"',
+    'emails ne "ivan@{d}"',
+    'meta.created co "20"',
+    "title gt null",
 ]
 
 SORTS: list[dict[str, Any]] = [
-    {"sortBy": "userName"}, {"sortBy": "userName", "sortOrder": "descending"},
+    {"sortBy": "userName"},
+    {"sortBy": "userName", "sortOrder": "descending"},
     {"sortBy": "userName", "sortOrder": "descending", "startIndex": 5, "count": 7},
-    {"sortBy": "userName", "startIndex": 29, "count": 5}, {"sortBy": "USERNAME", "count": 4},
-    {"sortBy": "name.familyName"}, {"sortBy": "name.familyName", "sortOrder": "descending"},
-    {"sortBy": "name.familyName", "startIndex": 3, "count": 10}, {"sortBy": "name.givenName"},
-    {"sortBy": "title"}, {"sortBy": "title", "sortOrder": "descending"},
-    {"sortBy": "emails"}, {"sortBy": "emails", "sortOrder": "descending"}, {"sortBy": "emails.value"},
-    {"sortBy": "externalId"}, {"sortBy": "externalId", "sortOrder": "descending"},
-    {"sortBy": f"{E}:employeeNumber"}, {"sortBy": f"{E}:employeeNumber", "sortOrder": "descending"},
-    {"sortBy": f"{E}:department"}, {"sortBy": "meta.created"},
+    {"sortBy": "userName", "startIndex": 29, "count": 5},
+    {"sortBy": "USERNAME", "count": 4},
+    {"sortBy": "name.familyName"},
+    {"sortBy": "name.familyName", "sortOrder": "descending"},
+    {"sortBy": "name.familyName", "startIndex": 3, "count": 10},
+    {"sortBy": "name.givenName"},
+    {"sortBy": "title"},
+    {"sortBy": "title", "sortOrder": "descending"},
+    {"sortBy": "emails"},
+    {"sortBy": "emails", "sortOrder": "descending"},
+    {"sortBy": "emails.value"},
+    {"sortBy": "externalId"},
+    {"sortBy": "externalId", "sortOrder": "descending"},
+    {"sortBy": f"{E}:employeeNumber"},
+    {"sortBy": f"{E}:employeeNumber", "sortOrder": "descending"},
+    {"sortBy": f"{E}:department"},
+    {"sortBy": "meta.created"},
     {"filter": "title pr", "sortBy": "title", "sortOrder": "descending", "startIndex": 2, "count": 3},
     {"filter": 'userName co "e"', "sortBy": "name.familyName", "count": 5},
-    {"startIndex": 0, "count": 2}, {"startIndex": 29, "count": 5}, {"count": 0}, {"count": -1},
-    {"startIndex": 31}, {"startIndex": -3, "count": 1}, {"count": "x"},
-    {"sortBy": "name"}, {"sortBy": "nosuch"}, {"sortBy": "userName", "sortOrder": "sideways"},
+    {"startIndex": 0, "count": 2},
+    {"startIndex": 29, "count": 5},
+    {"count": 0},
+    {"count": -1},
+    {"startIndex": 31},
+    {"startIndex": -3, "count": 1},
+    {"count": "x"},
+    {"sortBy": "name"},
+    {"sortBy": "nosuch"},
+    {"sortBy": "userName", "sortOrder": "sideways"},
     # documented differences
-    {"sortBy": "active"}, {"sortBy": "employeeNumber"}, {"sortBy": "userName", "sortOrder": "DESCENDING"},
+    {"sortBy": "active"},
+    {"sortBy": "employeeNumber"},
+    {"sortBy": "userName", "sortOrder": "DESCENDING"},
 ]
 
 
@@ -188,8 +309,13 @@ def ask(client: httpx.Client, domain: str, params: dict[str, Any]) -> Answer:
     if response.status_code != 200:
         return Answer(response.status_code, body.get("scimType"))
     resources = body.get("Resources", [])
-    return Answer(200, None, body["totalResults"], body.get("itemsPerPage"),
-                  tuple(r["userName"].split("@")[0] for r in resources))
+    return Answer(
+        200,
+        None,
+        body["totalResults"],
+        body.get("itemsPerPage"),
+        tuple(r["userName"].split("@")[0] for r in resources),
+    )
 
 
 def sort_values(params: dict[str, Any], locals_: tuple[str, ...], sort_by: str | None = None) -> list[Any]:
@@ -217,6 +343,7 @@ def _expect_set(expected: set[str]) -> Callable[[Answer], None]:
     def check(answer: Answer) -> None:
         assert answer.status == 200 and answer.total == len(expected), answer
         assert set(answer.locals) == expected, sorted(set(answer.locals) ^ expected)
+
     return check
 
 
@@ -226,11 +353,13 @@ def _expect_invalid_filter(answer: Answer) -> None:
 
 def _expect_sorted(key: Callable[[dict[str, Any]], Any], descending: bool) -> Callable[[Answer], None]:
     """Every user, ordered by ``key``, unassigned (None) last when ascending and first when descending."""
+
     def check(answer: Answer) -> None:
         assert answer.status == 200 and set(answer.locals) == set(LOCALS), answer
         values = [key(BODIES[name]) for name in answer.locals]
         ranked = [(v is None, v) for v in values]
         assert ranked == sorted(ranked, reverse=descending), list(zip(answer.locals, values, strict=True))
+
     return check
 
 
@@ -246,21 +375,23 @@ D1 = "D1: absent active is stored as true"
 D2 = "D2: unqualified extension attribute"
 DIFFERENCES: dict[str, Difference] = {
     "filter=active eq true": Difference(D1, _expect_set(_users_where(lambda b: b.get("active", True)))),
-    "filter=not (active eq true)": Difference(
-        D1, _expect_set(_users_where(lambda b: not b.get("active", True)))),
+    "filter=not (active eq true)": Difference(D1, _expect_set(_users_where(lambda b: not b.get("active", True)))),
     "filter=active pr": Difference(D1, _expect_set(set(LOCALS))),
     "sortBy=active": Difference(D1, _expect_sorted(lambda b: b.get("active", True), descending=False)),
     'filter=employeeNumber eq "100"': Difference(
-        D2, _expect_set(_users_where(lambda b: _enterprise("employeeNumber")(b) == "100"))),
+        D2, _expect_set(_users_where(lambda b: _enterprise("employeeNumber")(b) == "100"))
+    ),
     "sortBy=employeeNumber": Difference(D2, _expect_sorted(_enterprise("employeeNumber"), descending=False)),
     'filter=emails ne "ivan@{d}"': Difference(
         "D3: a user without emails has no value that is 'ne'",
-        _expect_set(_users_where(lambda b: any(e != "ivan" for e in _emails(b))))),
+        _expect_set(_users_where(lambda b: any(e != "ivan" for e in _emails(b)))),
+    ),
     'filter=meta.created co "20"': Difference("D4: substring operators on dateTime", _expect_invalid_filter),
     "filter=title gt null": Difference("D5: ordering against null", _expect_invalid_filter),
     "sortBy=userName&sortOrder=DESCENDING": Difference(
         "D6: sortOrder read case-insensitively",
-        _expect_sorted(lambda b: b["userName"].lower(), descending=True)),
+        _expect_sorted(lambda b: b["userName"].lower(), descending=True),
+    ),
 }
 
 
@@ -274,8 +405,11 @@ CASES = [{"filter": f} for f in FILTERS] + SORTS
 @pytest.fixture(scope="session")
 def oracle(scim2_server: Scim2Server) -> Iterator[httpx.Client]:
     """scim2-server loaded with the dataset once per session (it is not per database backend)."""
-    with httpx.Client(base_url=scim2_server.base_url, timeout=30.0,
-                      headers={"Authorization": f"Bearer {scim2_server.token}"}) as client:
+    with httpx.Client(
+        base_url=scim2_server.base_url,
+        timeout=30.0,
+        headers={"Authorization": f"Bearer {scim2_server.token}"},
+    ) as client:
         for body in dataset(ORACLE_DOMAIN):
             response = client.post("/Users", json=body)
             assert response.status_code == 201, response.text
@@ -287,8 +421,9 @@ def oracle(scim2_server: Scim2Server) -> Iterator[httpx.Client]:
 def entente(entente_process: EntenteProcess) -> Iterator[tuple[httpx.Client, str]]:
     """A fresh enforcing partner on the running Entente, loaded with the same dataset in its domain."""
     partner = entente_process.add_partner(prefix="oracle", warn_only=False, tld="example.com")
-    with httpx.Client(base_url=entente_process.base_url, timeout=30.0,
-                      headers={"Authorization": f"Bearer {partner.token}"}) as client:
+    with httpx.Client(
+        base_url=entente_process.base_url, timeout=30.0, headers={"Authorization": f"Bearer {partner.token}"}
+    ) as client:
         for body in dataset(partner.domain):
             response = client.post("/Users", json=body)
             assert response.status_code == 201, response.text
@@ -301,8 +436,9 @@ def test_every_difference_names_a_case() -> None:
 
 
 @pytest.mark.parametrize("params", CASES, ids=case_id)
-def test_same_answer_as_scim2_server(params: dict[str, Any], oracle: httpx.Client,
-                                     entente: tuple[httpx.Client, str]) -> None:
+def test_same_answer_as_scim2_server(
+    params: dict[str, Any], oracle: httpx.Client, entente: tuple[httpx.Client, str]
+) -> None:
     client, domain = entente
     ours = ask(client, domain, params)
     theirs = ask(oracle, ORACLE_DOMAIN, params)

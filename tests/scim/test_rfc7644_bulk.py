@@ -29,9 +29,7 @@ BULK_RESPONSE = "urn:ietf:params:scim:api:messages:2.0:BulkResponse"
 
 
 def bulk(partner: PartnerHandle, operations: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-    response = partner.client.post(
-        "/Bulk", json={"schemas": [BULK_REQUEST], "Operations": operations, **extra}
-    )
+    response = partner.client.post("/Bulk", json={"schemas": [BULK_REQUEST], "Operations": operations, **extra})
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("application/scim+json")
     body = response.json()

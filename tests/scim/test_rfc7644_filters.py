@@ -309,9 +309,7 @@ def test_search_body_filters_like_the_query_string(people: Population) -> None:
         )
         assert response.status_code == 200, (text, response.text)
         assert people.names(response.json()) == expected, text
-    refused = people.partner.client.post(
-        "/Users/.search", json={"schemas": [SEARCH], "filter": 'titel eq "x"'}
-    )
+    refused = people.partner.client.post("/Users/.search", json={"schemas": [SEARCH], "filter": 'titel eq "x"'})
     assert_scim_error(refused, 400, "invalidFilter")
 
 

@@ -96,9 +96,7 @@ class TestSorting:
         names = [f"t{i}" for i in range(7)]
         for local in names:
             partner.create_user(local, title="Same")
-        pages = [
-            locals_of(listing(partner, sortBy="title", startIndex=start, count=3)) for start in (1, 4, 7)
-        ]
+        pages = [locals_of(listing(partner, sortBy="title", startIndex=start, count=3)) for start in (1, 4, 7)]
         assert [len(p) for p in pages] == [3, 3, 1]
         assert sum(pages, []) == names == locals_of(listing(partner, sortBy="title"))
 
@@ -108,9 +106,7 @@ class TestSorting:
         body = listing(partner, "/Groups", sortBy="displayName", sortOrder="descending")
         assert [g["displayName"] for g in body["Resources"]] == ["gamma", "beta", "Alpha"]
 
-    @pytest.mark.parametrize(
-        "params", [{"sortBy": "nosuch"}, {"sortBy": "userName", "sortOrder": "sideways"}]
-    )
+    @pytest.mark.parametrize("params", [{"sortBy": "nosuch"}, {"sortBy": "userName", "sortOrder": "sideways"}])
     def test_bad_sort_parameters_are_400(self, partner: PartnerHandle, params: dict[str, str]) -> None:
         assert_scim_error(partner.client.get("/Users", params=params), 400)
 
@@ -194,9 +190,7 @@ class TestServerLimits:
         op = {"method": "DELETE", "path": "/Users/nobody"}
         request = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"]}
         assert small.client.post("/Bulk", json={**request, "Operations": [op] * 4}).status_code == 200
-        assert_scim_error(
-            small.client.post("/Bulk", json={**request, "Operations": [op] * 5}), 413, "tooMany"
-        )
+        assert_scim_error(small.client.post("/Bulk", json={**request, "Operations": [op] * 5}), 413, "tooMany")
         padded = {**request, "Operations": [{**op, "path": "/Users/" + "n" * 2100}]}
         assert_scim_error(small.client.post("/Bulk", json=padded), 413, "tooMany")
 
@@ -211,9 +205,7 @@ class TestAttributeSelection:
             **{"schemas": [USER_SCHEMA, ENTERPRISE_SCHEMA], ENTERPRISE_SCHEMA: {"department": "R&D"}},
         )
 
-    def test_attributes_returns_only_those_plus_always(
-        self, partner: PartnerHandle, alice: dict[str, Any]
-    ) -> None:
+    def test_attributes_returns_only_those_plus_always(self, partner: PartnerHandle, alice: dict[str, Any]) -> None:
         got = partner.client.get(f"/Users/{alice['id']}", params={"attributes": "userName"}).json()
         assert set(got) == {"schemas", "id", "userName"}
         listed = listing(partner, attributes="name.givenName,title")["Resources"][0]
@@ -232,9 +224,7 @@ class TestAttributeSelection:
     def test_excluded_attributes_never_drop_returned_always(
         self, partner: PartnerHandle, alice: dict[str, Any]
     ) -> None:
-        got = partner.client.get(
-            f"/Users/{alice['id']}", params={"excludedAttributes": "id,title,emails,meta"}
-        ).json()
+        got = partner.client.get(f"/Users/{alice['id']}", params={"excludedAttributes": "id,title,emails,meta"}).json()
         assert got["id"] == alice["id"]
         assert "title" not in got and "emails" not in got and "meta" not in got
         assert got["userName"] == alice["userName"]
@@ -252,9 +242,7 @@ class TestAttributeSelection:
         )
         assert patched.json()["title"] == "Lead" and "emails" not in patched.json()
 
-    def test_entra_excludes_members_on_group_reads(
-        self, partner: PartnerHandle, alice: dict[str, Any]
-    ) -> None:
+    def test_entra_excludes_members_on_group_reads(self, partner: PartnerHandle, alice: dict[str, Any]) -> None:
         group = partner.create_group("Eng", members=[alice["id"]])
         for body in (
             partner.client.get(f"/Groups/{group['id']}", params={"excludedAttributes": "members"}).json(),
@@ -262,9 +250,7 @@ class TestAttributeSelection:
         ):
             assert "members" not in body
             assert (body["id"], body["displayName"]) == (group["id"], "Eng")
-        only_values = partner.client.get(
-            f"/Groups/{group['id']}", params={"attributes": "members.value"}
-        ).json()
+        only_values = partner.client.get(f"/Groups/{group['id']}", params={"attributes": "members.value"}).json()
         assert only_values["members"] == [{"value": alice["id"]}]
 
 
@@ -275,9 +261,7 @@ class TestSearch:
         partner.create_user("amy", name={"familyName": "Omega"})
         partner.create_user("zoe", name={"familyName": "Mid"}, emails=[{"value": f"zoe@{d}", "type": "work"}])
         partner.create_user("andy", active=False, name={"familyName": "Zulu"})
-        partner.create_user(
-            "bea", name={"familyName": "Beta"}, emails=[{"value": f"bea@{d}", "type": "home"}]
-        )
+        partner.create_user("bea", name={"familyName": "Beta"}, emails=[{"value": f"bea@{d}", "type": "home"}])
         body = send(partner.client, "rfc7644-3.4.3-search_R04", domain=d).json()
         assert [r["name"]["familyName"] for r in body["Resources"]] == ["Omega", "Mid", "Alpha"]
         assert all(set(r) == {"schemas", "id", "userName", "name"} for r in body["Resources"])
@@ -303,14 +287,10 @@ class TestSearch:
         partner.create_user("b", displayName="Yann")
         partner.create_group("Xylophone")
         partner.create_group("Zither")
-        body = partner.client.post(
-            "/.search", json={"schemas": [SEARCH], "filter": 'displayName sw "X"'}
-        ).json()
+        body = partner.client.post("/.search", json={"schemas": [SEARCH], "filter": 'displayName sw "X"'}).json()
         assert sorted(r["displayName"] for r in body["Resources"]) == ["Xavier", "Xylophone"]
         assert {r["meta"]["resourceType"] for r in body["Resources"]} == {"User", "Group"}
-        everything = partner.client.post(
-            "/.search", json={"schemas": [SEARCH], "startIndex": 2, "count": 2}
-        ).json()
+        everything = partner.client.post("/.search", json={"schemas": [SEARCH], "startIndex": 2, "count": 2}).json()
         assert (everything["totalResults"], everything["itemsPerPage"]) == (4, 2)
         assert [r["meta"]["resourceType"] for r in everything["Resources"]] == ["User", "Group"]
 
@@ -318,17 +298,13 @@ class TestSearch:
         """RFC 7644 §3.4.2.2: an attribute a resource type lacks is unassigned for it, not an error."""
         user = partner.create_user("alice")
         partner.create_group("Team")
-        body = partner.client.post(
-            "/.search", json={"schemas": [SEARCH], "filter": 'userName sw "alice"'}
-        ).json()
+        body = partner.client.post("/.search", json={"schemas": [SEARCH], "filter": 'userName sw "alice"'}).json()
         assert [r["id"] for r in body["Resources"]] == [user["id"]]
         refused = partner.client.post("/.search", json={"schemas": [SEARCH], "filter": 'titel eq "x"'})
         assert_scim_error(refused, 400, "invalidFilter")
 
     def test_search_request_needs_its_schema(self, partner: PartnerHandle) -> None:
-        assert_scim_error(
-            partner.client.post("/Users/.search", json={"filter": "userName pr"}), 400, "invalidSyntax"
-        )
+        assert_scim_error(partner.client.post("/Users/.search", json={"filter": "userName pr"}), 400, "invalidSyntax")
 
 
 class TestETags:
@@ -367,9 +343,7 @@ class TestETags:
         group = partner.create_group("G")
         got = partner.client.get(f"/Groups/{group['id']}")
         assert got.headers["etag"] == 'W/"1"'
-        assert (
-            partner.client.get(f"/Groups/{group['id']}", headers={"If-None-Match": '"1"'}).status_code == 304
-        )
+        assert partner.client.get(f"/Groups/{group['id']}", headers={"If-None-Match": '"1"'}).status_code == 304
         assert_scim_error(partner.client.delete(f"/Groups/{group['id']}", headers={"If-Match": 'W/"2"'}), 412)
         assert partner.client.delete(f"/Groups/{group['id']}", headers={"If-Match": "*"}).status_code == 204
 
@@ -453,9 +427,7 @@ class TestEndpointsAndErrors:
         created = partner.client.post("/Users", content=body, headers={"Content-Type": content_type})
         assert created.status_code == 201, created.text
         assert created.json()["displayName"] == "Zoë"
-        patch = json.dumps(
-            {"schemas": [PATCH_SCHEMA], "Operations": [{"op": "add", "path": "title", "value": "x"}]}
-        )
+        patch = json.dumps({"schemas": [PATCH_SCHEMA], "Operations": [{"op": "add", "path": "title", "value": "x"}]})
         patched = partner.client.patch(
             f"/Users/{created.json()['id']}", content=patch.encode(), headers={"Content-Type": content_type}
         )
@@ -463,14 +435,10 @@ class TestEndpointsAndErrors:
 
     def test_n08_unparsable_body_is_invalid_syntax(self, partner: PartnerHandle) -> None:
         for raw in (b"{not json", b"", b"[1, 2]"):
-            response = partner.client.post(
-                "/Users", content=raw, headers={"Content-Type": "application/scim+json"}
-            )
+            response = partner.client.post("/Users", content=raw, headers={"Content-Type": "application/scim+json"})
             assert_scim_error(response, 400, "invalidSyntax")
 
-    def test_n10_another_partners_ids_are_404(
-        self, partner: PartnerHandle, make_partner: MakePartner
-    ) -> None:
+    def test_n10_another_partners_ids_are_404(self, partner: PartnerHandle, make_partner: MakePartner) -> None:
         other = make_partner()
         user, group = other.create_user("theirs"), other.create_group("Theirs")
         for method, path, body in (

@@ -72,9 +72,7 @@ class TestAdd:
             ["name", "nickName", f"{ENTERPRISE_SCHEMA}:department"]
         )
 
-    def test_add_to_a_single_valued_attribute_replaces_it(
-        self, partner: PartnerHandle, alice: dict[str, Any]
-    ) -> None:
+    def test_add_to_a_single_valued_attribute_replaces_it(self, partner: PartnerHandle, alice: dict[str, Any]) -> None:
         assert patch(partner, _url(alice), {"op": "add", "path": "title", "value": "Lead"}).status_code == 200
         assert get(partner, _url(alice))["title"] == "Lead"
 
@@ -151,9 +149,7 @@ class TestReplace:
         )
         assert response.status_code == 200
         assert get(partner, _url(alice))["emails"] == [{"value": f"new@{partner.domain}", "type": "work"}]
-        found = partner.client.get(
-            "/Users", params={"filter": f'emails.value eq "h@{partner.domain}"'}
-        ).json()
+        found = partner.client.get("/Users", params={"filter": f'emails.value eq "h@{partner.domain}"'}).json()
         assert found["totalResults"] == 0  # the value index follows the document
 
     def test_replace_a_filtered_sub_attribute(self, partner: PartnerHandle, alice: dict[str, Any]) -> None:
@@ -199,9 +195,7 @@ class TestReplace:
         emails = {e["type"]: e["value"] for e in get(partner, _url(alice))["emails"]}
         assert emails == {"work": partner.email("alice"), "home": f"h@{partner.domain}"}
 
-    def test_replace_with_a_wrong_type_is_invalid_value(
-        self, partner: PartnerHandle, alice: dict[str, Any]
-    ) -> None:
+    def test_replace_with_a_wrong_type_is_invalid_value(self, partner: PartnerHandle, alice: dict[str, Any]) -> None:
         response = patch(partner, _url(alice), {"op": "replace", "path": "active", "value": "sometimes"})
         assert_scim_error(response, 400, "invalidValue")
 
@@ -214,9 +208,7 @@ class TestReplace:
             assert_scim_error(response, 400, "invalidValue")
         assert get(partner, _url(alice))["userName"] == partner.email("alice")
 
-    def test_op_and_attribute_names_are_case_insensitive(
-        self, partner: PartnerHandle, alice: dict[str, Any]
-    ) -> None:
+    def test_op_and_attribute_names_are_case_insensitive(self, partner: PartnerHandle, alice: dict[str, Any]) -> None:
         response = patch(
             partner,
             _url(alice),
@@ -255,17 +247,13 @@ class TestRemove:
         emails = sorted(e["value"] for e in get(partner, _url(user))["emails"])
         assert emails == sorted([f"h@{domain}", f"w@{other}"])
 
-    def test_remove_a_whole_multi_valued_attribute(
-        self, partner: PartnerHandle, alice: dict[str, Any]
-    ) -> None:
+    def test_remove_a_whole_multi_valued_attribute(self, partner: PartnerHandle, alice: dict[str, Any]) -> None:
         assert patch(partner, _url(alice), {"op": "remove", "path": "emails"}).status_code == 200
         assert "emails" not in get(partner, _url(alice))
         found = partner.client.get("/Users", params={"filter": "emails pr"}).json()
         assert found["totalResults"] == 0
 
-    def test_n05_remove_without_path_is_no_target(
-        self, partner: PartnerHandle, alice: dict[str, Any]
-    ) -> None:
+    def test_n05_remove_without_path_is_no_target(self, partner: PartnerHandle, alice: dict[str, Any]) -> None:
         assert_scim_error(
             send(partner.client, "rfc7644-3.5.2.2-patch_remove_without_path_N05", uid=alice["id"]),
             400,
@@ -273,9 +261,7 @@ class TestRemove:
         )
         assert get(partner, _url(alice))["title"] == "Engineer"
 
-    def test_remove_a_required_attribute_is_refused(
-        self, partner: PartnerHandle, alice: dict[str, Any]
-    ) -> None:
+    def test_remove_a_required_attribute_is_refused(self, partner: PartnerHandle, alice: dict[str, Any]) -> None:
         response = patch(partner, _url(alice), {"op": "remove", "path": "userName"})
         assert response.status_code == 400
         assert get(partner, _url(alice))["userName"] == partner.email("alice")
@@ -306,20 +292,14 @@ class TestRefusals:
         assert_scim_error(patch(partner, _url(alice), operation), 400, "mutability")
         assert get(partner, _url(alice))["meta"] == alice["meta"]
 
-    @pytest.mark.parametrize(
-        "path", ["emails[type eq]", "bogus[", 'emails[type eq "work"', "name..givenName"]
-    )
-    def test_n07_malformed_path_is_invalid_path(
-        self, partner: PartnerHandle, alice: dict[str, Any], path: str
-    ) -> None:
+    @pytest.mark.parametrize("path", ["emails[type eq]", "bogus[", 'emails[type eq "work"', "name..givenName"])
+    def test_n07_malformed_path_is_invalid_path(self, partner: PartnerHandle, alice: dict[str, Any], path: str) -> None:
         assert_scim_error(
             patch(partner, _url(alice), {"op": "replace", "path": path, "value": "x"}), 400, "invalidPath"
         )
 
     def test_n07_replayed(self, partner: PartnerHandle, alice: dict[str, Any]) -> None:
-        assert_scim_error(
-            send(partner.client, "rfc7644-3.5.2-patch_bad_path_N07", uid=alice["id"]), 400, "invalidPath"
-        )
+        assert_scim_error(send(partner.client, "rfc7644-3.5.2-patch_bad_path_N07", uid=alice["id"]), 400, "invalidPath")
 
     @pytest.mark.parametrize(
         ("body", "scim_type"),
@@ -341,18 +321,14 @@ class TestRefusals:
     ) -> None:
         assert_scim_error(partner.client.patch(_url(alice), json=body), 400, scim_type)
 
-    def test_n08_unparsable_body_is_invalid_syntax(
-        self, partner: PartnerHandle, alice: dict[str, Any]
-    ) -> None:
+    def test_n08_unparsable_body_is_invalid_syntax(self, partner: PartnerHandle, alice: dict[str, Any]) -> None:
         response = partner.client.patch(
             _url(alice), content=b"{not json", headers={"Content-Type": "application/scim+json"}
         )
         assert_scim_error(response, 400, "invalidSyntax")
 
     def test_unknown_user_is_404(self, partner: PartnerHandle) -> None:
-        assert_scim_error(
-            patch(partner, "/Users/no-such-user", {"op": "add", "path": "title", "value": "x"}), 404
-        )
+        assert_scim_error(patch(partner, "/Users/no-such-user", {"op": "add", "path": "title", "value": "x"}), 404)
 
 
 class TestAtomicity:
@@ -391,17 +367,13 @@ class TestAtomicity:
         same = patch(partner, _url(alice), {"op": "replace", "path": "title", "value": "Lead"})
         assert same.headers["etag"] == 'W/"2"'  # a no-op is not a new version
 
-    def test_stale_if_match_is_412_and_changes_nothing(
-        self, partner: PartnerHandle, alice: dict[str, Any]
-    ) -> None:
+    def test_stale_if_match_is_412_and_changes_nothing(self, partner: PartnerHandle, alice: dict[str, Any]) -> None:
         patch(partner, _url(alice), {"op": "replace", "path": "title", "value": "Lead"})
         stale = patch(
             partner, _url(alice), {"op": "replace", "path": "title", "value": "Late"}, **{"If-Match": 'W/"1"'}
         )
         assert_scim_error(stale, 412)
-        fresh = patch(
-            partner, _url(alice), {"op": "replace", "path": "title", "value": "Now"}, **{"If-Match": 'W/"2"'}
-        )
+        fresh = patch(partner, _url(alice), {"op": "replace", "path": "title", "value": "Now"}, **{"If-Match": 'W/"2"'})
         assert fresh.status_code == 200
         assert get(partner, _url(alice))["title"] == "Now"
 
@@ -414,15 +386,11 @@ class TestGroupMembers:
     def members(self, partner: PartnerHandle, group_id: str) -> list[str]:
         return sorted(m["value"] for m in get(partner, f"/Groups/{group_id}").get("members", []))
 
-    def test_add_remove_and_replace_members(
-        self, partner: PartnerHandle, trio: list[str], events: Events
-    ) -> None:
+    def test_add_remove_and_replace_members(self, partner: PartnerHandle, trio: list[str], events: Events) -> None:
         m1, m2, m3 = trio
         group = partner.create_group("G", members=[m1])
         url = f"/Groups/{group['id']}"
-        assert (
-            patch(partner, url, {"op": "add", "path": "members", "value": [{"value": m2}]}).status_code == 200
-        )
+        assert patch(partner, url, {"op": "add", "path": "members", "value": [{"value": m2}]}).status_code == 200
         assert self.members(partner, group["id"]) == sorted([m1, m2])
         assert patch(partner, url, {"op": "remove", "path": f'members[value eq "{m1}"]'}).status_code == 200
         assert self.members(partner, group["id"]) == [m2]
@@ -442,9 +410,7 @@ class TestGroupMembers:
     def test_remove_with_a_member_filter_on_type(self, partner: PartnerHandle, trio: list[str]) -> None:
         inner = partner.create_group("Inner")
         group = partner.create_group("Outer", members=[trio[0], inner["id"]])
-        response = patch(
-            partner, f"/Groups/{group['id']}", {"op": "remove", "path": 'members[type eq "Group"]'}
-        )
+        response = patch(partner, f"/Groups/{group['id']}", {"op": "remove", "path": 'members[type eq "Group"]'})
         assert response.status_code == 200
         assert self.members(partner, group["id"]) == [trio[0]]
 
@@ -461,13 +427,9 @@ class TestGroupMembers:
 
     def test_remove_all_members(self, partner: PartnerHandle, trio: list[str], events: Events) -> None:
         group = partner.create_group("G", members=trio)
-        assert (
-            patch(partner, f"/Groups/{group['id']}", {"op": "remove", "path": "members"}).status_code == 200
-        )
+        assert patch(partner, f"/Groups/{group['id']}", {"op": "remove", "path": "members"}).status_code == 200
         assert self.members(partner, group["id"]) == []
-        removed = {
-            e.subject_id for e in events(partner.id) if e.kind == "groups_changed" and "removed" in e.detail
-        }
+        removed = {e.subject_id for e in events(partner.id) if e.kind == "groups_changed" and "removed" in e.detail}
         assert removed == set(trio)
 
     def test_unknown_member_is_invalid_value_and_atomic(
@@ -499,9 +461,7 @@ class TestGroupMembers:
         assert self.members(partner, group["id"]) == [trio[0]]
 
     @pytest.mark.parametrize("suffix", [".value", ".display", ".type", ".$ref"])
-    def test_member_sub_attributes_are_immutable(
-        self, partner: PartnerHandle, trio: list[str], suffix: str
-    ) -> None:
+    def test_member_sub_attributes_are_immutable(self, partner: PartnerHandle, trio: list[str], suffix: str) -> None:
         """RFC 7643 §4.2: members.value/$ref/type are immutable (display is computed by us)."""
         group = partner.create_group("G", members=[trio[0]])
         response = patch(
@@ -532,9 +492,7 @@ class TestGroupMembers:
 
     def test_empty_display_name_is_invalid_value(self, partner: PartnerHandle) -> None:
         group = partner.create_group("G")
-        response = patch(
-            partner, f"/Groups/{group['id']}", {"op": "replace", "path": "displayName", "value": ""}
-        )
+        response = patch(partner, f"/Groups/{group['id']}", {"op": "replace", "path": "displayName", "value": ""})
         assert_scim_error(response, 400, "invalidValue")
         assert get(partner, f"/Groups/{group['id']}")["displayName"] == "G"
 

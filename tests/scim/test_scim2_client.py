@@ -47,8 +47,7 @@ def partner(entente_process: EntenteProcess) -> PartnerCredentials:
 @pytest.fixture(scope="module")
 def scim(entente_process: EntenteProcess, partner: PartnerCredentials) -> Iterator[SyncSCIMClient]:
     """A discovered scim2-client on the partner's token, as partner IT would set it up."""
-    http = Client(base_url=entente_process.base_url, headers={"Authorization": f"Bearer {partner.token}"},
-                  timeout=30.0)
+    http = Client(base_url=entente_process.base_url, headers={"Authorization": f"Bearer {partner.token}"}, timeout=30.0)
     client = SyncSCIMClient(http)
     client.discover()
     yield client
@@ -123,7 +122,9 @@ def test_discovery_describes_what_we_serve(scim: SyncSCIMClient) -> None:
 
 def test_user_with_enterprise_extension_round_trips(world: World) -> None:
     user = world.new_user(
-        "bjensen", externalId=f"ext-{world.tag}", displayName="Babs Jensen",
+        "bjensen",
+        externalId=f"ext-{world.tag}",
+        displayName="Babs Jensen",
         name={"givenName": "Barbara", "familyName": "Jensen"},
     )
     user[world.Enterprise] = world.Enterprise(employee_number="701984", department="Tour Operations")
@@ -138,7 +139,10 @@ def test_user_with_enterprise_extension_round_trips(world: World) -> None:
     read = world.scim.query(world.User, created.id)
     assert isinstance(read, world.User)
     assert (read.user_name, read.external_id, read.name.family_name) == (
-        world.email("bjensen"), f"ext-{world.tag}", "Jensen")
+        world.email("bjensen"),
+        f"ext-{world.tag}",
+        "Jensen",
+    )
     assert read[world.Enterprise].employee_number == "701984"
 
 
@@ -176,13 +180,20 @@ def test_search_request_post(world: World) -> None:
     for local, family in (("dora", "Dunn"), ("ed", "Evans"), ("flo", "Ford")):
         world.create_user(local, name={"familyName": family})
     request: SearchRequest[Any] = SearchRequest(
-        filter=f'userName co "{world.tag}"', sort_by="name.familyName", sort_order="descending",
-        start_index=1, count=2, attributes=["userName", "name.familyName"])
+        filter=f'userName co "{world.tag}"',
+        sort_by="name.familyName",
+        sort_order="descending",
+        start_index=1,
+        count=2,
+        attributes=["userName", "name.familyName"],
+    )
     response = world.scim.search(world.User, request)
     assert isinstance(response, ListResponse) and response.resources is not None
     assert (response.total_results, response.items_per_page) == (3, 2)
     assert [(r.user_name, r.name.family_name) for r in response.resources] == [
-        (world.email("flo"), "Ford"), (world.email("ed"), "Evans")]
+        (world.email("flo"), "Ford"),
+        (world.email("ed"), "Evans"),
+    ]
     assert all(r.emails is None and r.active is None for r in response.resources)  # not asked for
 
     group = world.scim.create(world.Group.model_validate({"displayName": f"Searchers {world.tag}"}))
@@ -208,13 +219,15 @@ def test_replace_and_modify(world: World) -> None:
     assert replaced[world.Enterprise].department == "R&D"
     assert replaced.meta.version == 'W/"2"'
 
-    patch = typed(PatchOp, world.User)(operations=[
-        PatchOperation(op="replace", path="active", value=False),
-        PatchOperation(op="add", path="nickName", value="Gee"),
-        PatchOperation(op="replace", path=f"{ENTERPRISE_SCHEMA}:department", value="Ops"),
-        PatchOperation(op="add", path="emails", value=[{"value": world.email("gina.home"), "type": "home"}]),
-        PatchOperation(op="remove", path='emails[type eq "work"]'),
-    ])
+    patch = typed(PatchOp, world.User)(
+        operations=[
+            PatchOperation(op="replace", path="active", value=False),
+            PatchOperation(op="add", path="nickName", value="Gee"),
+            PatchOperation(op="replace", path=f"{ENTERPRISE_SCHEMA}:department", value="Ops"),
+            PatchOperation(op="add", path="emails", value=[{"value": world.email("gina.home"), "type": "home"}]),
+            PatchOperation(op="remove", path='emails[type eq "work"]'),
+        ]
+    )
     patched = world.scim.modify(world.User, replaced.id, patch)
     assert isinstance(patched, world.User)
     assert patched.active is False and patched.nick_name == "Gee"
@@ -227,23 +240,32 @@ def test_replace_and_modify(world: World) -> None:
 def test_group_with_members(world: World) -> None:
     """Groups are created with members (Okta AIW), patched by member (Entra, Okta), replaced (PUT)."""
     ann, ben, cat = (world.create_user(n) for n in ("ann", "ben", "cat"))
-    group = world.scim.create(world.Group.model_validate(
-        {"displayName": f"Tour Guides {world.tag}", "members": [{"value": ann.id, "type": "User"},
-                                                                {"value": ben.id, "type": "User"}]}))
+    group = world.scim.create(
+        world.Group.model_validate(
+            {
+                "displayName": f"Tour Guides {world.tag}",
+                "members": [{"value": ann.id, "type": "User"}, {"value": ben.id, "type": "User"}],
+            }
+        )
+    )
     assert isinstance(group, world.Group)
     assert sorted(m.value for m in group.members) == sorted([ann.id, ben.id])
     assert {m.display for m in group.members} == {ann.user_name, ben.user_name}
     assert [g.value for g in world.scim.query(world.User, ann.id).groups] == [group.id]
 
-    found = world.scim.search(world.Group, SearchRequest(filter=f'displayName eq "tour guides {world.tag}"',
-                                                         excluded_attributes=["members"]))
+    found = world.scim.search(
+        world.Group,
+        SearchRequest(filter=f'displayName eq "tour guides {world.tag}"', excluded_attributes=["members"]),
+    )
     assert [(g.id, g.members) for g in found.resources] == [(group.id, None)]
 
-    patch = typed(PatchOp, world.Group)(operations=[
-        PatchOperation(op="remove", path=f'members[value eq "{ann.id}"]'),
-        PatchOperation(op="add", path="members", value=[{"value": cat.id}]),
-        PatchOperation(op="replace", path="displayName", value=f"Guides {world.tag}"),
-    ])
+    patch = typed(PatchOp, world.Group)(
+        operations=[
+            PatchOperation(op="remove", path=f'members[value eq "{ann.id}"]'),
+            PatchOperation(op="add", path="members", value=[{"value": cat.id}]),
+            PatchOperation(op="replace", path="displayName", value=f"Guides {world.tag}"),
+        ]
+    )
     patched = world.scim.modify(world.Group, group.id, patch)
     assert patched.display_name == f"Guides {world.tag}"
     assert sorted(m.value for m in patched.members) == sorted([ben.id, cat.id])
@@ -263,15 +285,17 @@ def test_group_with_members(world: World) -> None:
 def test_bulk_with_forward_references(world: World) -> None:
     """RFC 7644 §3.7: bulkId references resolve; each operation reports its own status."""
     guide = world.new_user("hal")
-    retitle = typed(PatchOp, world.User)(operations=[PatchOperation(op="replace", path="title",
-                                                                    value="Guide")])
+    retitle = typed(PatchOp, world.User)(operations=[PatchOperation(op="replace", path="title", value="Guide")])
     bulk_group = world.Group.model_validate(
-        {"displayName": f"Bulk {world.tag}", "members": [{"value": "bulkId:hal", "type": "User"}]})
-    request = typed(BulkRequest, world.User, world.Group)(operations=[
-        typed(BulkOperation, world.Group)(method="POST", path="/Groups", bulk_id="guides", data=bulk_group),
-        typed(BulkOperation, world.User)(method="POST", path="/Users", bulk_id="hal", data=guide),
-        typed(BulkOperation, world.User)(method="PATCH", path="/Users/bulkId:hal", data=retitle),
-    ])
+        {"displayName": f"Bulk {world.tag}", "members": [{"value": "bulkId:hal", "type": "User"}]}
+    )
+    request = typed(BulkRequest, world.User, world.Group)(
+        operations=[
+            typed(BulkOperation, world.Group)(method="POST", path="/Groups", bulk_id="guides", data=bulk_group),
+            typed(BulkOperation, world.User)(method="POST", path="/Users", bulk_id="hal", data=guide),
+            typed(BulkOperation, world.User)(method="PATCH", path="/Users/bulkId:hal", data=retitle),
+        ]
+    )
     response = world.scim.bulk(request)
     statuses = [(op.method.value, op.bulk_id, op.status) for op in response.operations]
     expected = [("POST", "guides", 201), ("POST", "hal", 201), ("PATCH", None, 200)]

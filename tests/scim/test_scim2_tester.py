@@ -56,8 +56,9 @@ discovery broke and the resource checks never ran."""
 
 
 def _show(results: list[CheckResult]) -> str:
-    return "\n".join(f"- {r.status.name} {r.resource_type or '-'} {r.title}: {r.reason}\n  data={r.data!r}"
-                     for r in results)
+    return "\n".join(
+        f"- {r.status.name} {r.resource_type or '-'} {r.title}: {r.reason}\n  data={r.data!r}" for r in results
+    )
 
 
 @pytest.fixture(scope="module")
@@ -77,15 +78,19 @@ def scim(entente_process: EntenteProcess) -> Iterator[httpx.Client]:
     Same partner as scim2-tester: the resources made here have unique names, and the checks never
     list a partner's whole population.
     """
-    with httpx.Client(base_url=entente_process.base_url,
-                      headers={"Authorization": f"Bearer {entente_process.token}"}, timeout=30.0) as client:
+    with httpx.Client(
+        base_url=entente_process.base_url,
+        headers={"Authorization": f"Bearer {entente_process.token}"},
+        timeout=30.0,
+    ) as client:
         yield client
 
 
 def test_every_check_ran(tester_results: list[CheckResult]) -> None:
     counts = Counter(r.status.name for r in tester_results)
     assert len(tester_results) >= MIN_CHECKS, f"{len(tester_results)} checks ran: {dict(counts)}\n" + _show(
-        [r for r in tester_results if r.status not in PASSING])
+        [r for r in tester_results if r.status not in PASSING]
+    )
     untagged = [r for r in tester_results if not r.tags & set(TAGS)]
     assert not untagged, _show(untagged)
 
@@ -96,9 +101,9 @@ def test_checks_of_tag_pass(tag: str, tester_results: list[CheckResult]) -> None
     of_tag = [r for r in tester_results if tag in r.tags]
     assert of_tag, f"no scim2-tester check with tag {tag!r} ran"
     failures = [
-        r for r in of_tag
-        if r.status not in PASSING
-        and not (r.status == Status.SKIPPED and r.reason in EXPECTED_SKIP_REASONS)
+        r
+        for r in of_tag
+        if r.status not in PASSING and not (r.status == Status.SKIPPED and r.reason in EXPECTED_SKIP_REASONS)
     ]
     assert not failures, f"{len(failures)} of {len(of_tag)} '{tag}' checks failed:\n" + _show(failures)
 
@@ -125,8 +130,10 @@ def _user(client: httpx.Client, **extra: Any) -> dict[str, Any]:
 def test_remove_active_keeps_the_effective_state(scim: httpx.Client, active: bool) -> None:
     """`remove active` unassigns the attribute but can neither revive a leaver nor drop anyone."""
     user = _user(scim, active=active)
-    response = scim.patch(f"/Users/{user['id']}", json={
-        "schemas": [PATCH_SCHEMA], "Operations": [{"op": "remove", "path": "active"}]})
+    response = scim.patch(
+        f"/Users/{user['id']}",
+        json={"schemas": [PATCH_SCHEMA], "Operations": [{"op": "remove", "path": "active"}]},
+    )
     assert response.status_code == 200, response.text
     assert "active" not in response.json()
     found = scim.get("/Users", params={"filter": f'id eq "{user["id"]}" and active eq {str(active).lower()}'})
@@ -140,8 +147,10 @@ def test_member_display_is_kept_as_sent_else_the_members_name(scim: httpx.Client
     group = scim.post("/Groups", json={"schemas": [GROUP_SCHEMA], "displayName": f"g-{uuid.uuid4().hex[:8]}"})
     assert group.status_code == 201, group.text
     value = [{"value": named["id"], "display": "sent by the client"}, {"value": unnamed["id"]}]
-    response = scim.patch(f"/Groups/{group.json()['id']}", json={
-        "schemas": [PATCH_SCHEMA], "Operations": [{"op": op, "path": "members", "value": value}]})
+    response = scim.patch(
+        f"/Groups/{group.json()['id']}",
+        json={"schemas": [PATCH_SCHEMA], "Operations": [{"op": op, "path": "members", "value": value}]},
+    )
     assert response.status_code == 200, response.text
     displays = {m["value"]: m["display"] for m in response.json()["members"]}
     assert displays == {named["id"]: "sent by the client", unnamed["id"]: unnamed["userName"]}

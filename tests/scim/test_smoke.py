@@ -10,8 +10,13 @@ def test_create_read_patch_delete(partner: PartnerHandle, events) -> None:
     got = partner.client.get(f"/Users/{user_id}")
     assert got.status_code == 200
     assert got.headers["etag"] == 'W/"1"'
-    patched = partner.client.patch(f"/Users/{user_id}", json={
-        "schemas": [PATCH_SCHEMA], "Operations": [{"op": "Replace", "path": "active", "value": "False"}]})
+    patched = partner.client.patch(
+        f"/Users/{user_id}",
+        json={
+            "schemas": [PATCH_SCHEMA],
+            "Operations": [{"op": "Replace", "path": "active", "value": "False"}],
+        },
+    )
     assert patched.status_code == 200, patched.text
     assert patched.json()["active"] is False
     assert partner.client.delete(f"/Users/{user_id}").status_code == 204
