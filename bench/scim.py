@@ -126,7 +126,7 @@ def drop_database(name: str | None) -> None:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def start_entente(url: str) -> tuple[Server, str]:
+def start_entente(url: str, workers: int = 1) -> tuple[Server, str]:
     settings = Settings(database_url=url)
     migrate(settings)
     engine = create_db_engine(settings)
@@ -312,6 +312,7 @@ def main() -> None:
     parser.add_argument("--patches", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--no-peer", action="store_true", help="skip scim2-server (e.g. at 1M users)")
+    parser.add_argument("--workers", type=int, default=1, help="entente serve --workers")
     args = parser.parse_args()
 
     url, pg_name = database(args.db)
@@ -322,7 +323,7 @@ def main() -> None:
         "concurrency": args.concurrency,
         "when": dt.datetime.now(dt.UTC).isoformat(),
     }
-    entente, partner_id = start_entente(url)
+    entente, partner_id = start_entente(url, args.workers)
     try:
         bulk_users = min(args.bulk_users, args.users)
         report["entente_bulk_users_per_s"] = bulk_import(entente, 0, bulk_users)

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import JSON, Column, Insert, insert
+from sqlalchemy import JSON, Column, insert
 from sqlmodel import Field, Session, SQLModel
 
 from broker.types import UTCDateTime, utcnow
@@ -61,6 +61,10 @@ class AuditRecord(SQLModel, table=True):
     """SHA-256 of the record's canonical form (everything above), for the Merkle log."""
 
 
+_INSERT = insert(AuditRecord.__table__).returning(AuditRecord.__table__.c.id)  # type: ignore[attr-defined]
+"""Built once: per call only parameters are bound (statement construction is most of an INSERT's cost)."""
+
+
 @dataclass(frozen=True)
 class AppendedAudit:
     """What a caller needs of a record it just appended: its id, for the events it explains."""
@@ -102,23 +106,18 @@ def append_audit(
             }
         )
     ).hexdigest()
-    table = AuditRecord.__table__  # type: ignore[attr-defined]
-    statement: Insert = (
-        insert(table)
-        .values(
-            occurred_at=occurred_at,
-            partner_id=partner_id,
-            actor_kind=actor.kind,
-            actor_id=actor.id,
-            action=action,
-            resource_type=resource_type,
-            resource_id=resource_id,
-            before_sha256=before_sha256,
-            after_sha256=after_sha256,
-            detail=detail,
-            leaf_sha256=leaf,
-        )
-        .returning(table.c.id)
-    )
-    record_id: int = session.execute(statement).scalar_one()
+    params = {
+        "occurred_at": occurred_at,
+        "partner_id": partner_id,
+        "actor_kind": actor.kind,
+        "actor_id": actor.id,
+        "action": action,
+        "resource_type": resource_type,
+        "resource_id": resource_id,
+        "before_sha256": before_sha256,
+        "after_sha256": after_sha256,
+        "detail": detail,
+        "leaf_sha256": leaf,
+    }
+    record_id: int = session.execute(_INSERT, params).scalar_one()
     return AppendedAudit(id=record_id, leaf_sha256=leaf)

@@ -51,6 +51,9 @@ class LifecycleEvent(SQLModel, table=True):
     audit_id: int | None = Field(default=None, foreign_key="audit_record.id")
 
 
+_INSERT = insert(LifecycleEvent.__table__)  # type: ignore[attr-defined]
+
+
 def record_event(
     session: Session,
     *,
@@ -63,13 +66,14 @@ def record_event(
 ) -> None:
     """Insert an event in the caller's transaction, so it commits or rolls back with the change itself."""
     session.execute(
-        insert(LifecycleEvent).values(
-            partner_id=partner_id,
-            kind=kind.value,
-            subject_type=subject_type,
-            subject_id=subject_id,
-            detail=detail or {},
-            occurred_at=utcnow(),
-            audit_id=audit_id,
-        )
+        _INSERT,
+        {
+            "partner_id": partner_id,
+            "kind": kind.value,
+            "subject_type": subject_type,
+            "subject_id": subject_id,
+            "detail": detail or {},
+            "occurred_at": utcnow(),
+            "audit_id": audit_id,
+        },
     )

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 from scim2_models import Context, PatchOp, SCIMException
 from sqlalchemy import delete as sql_delete
-from sqlalchemy import insert, update
+from sqlalchemy import bindparam, insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, select
@@ -36,7 +36,16 @@ from broker.types import utcnow
 __all__ = ["create_user", "delete_user", "get_user", "patch_user", "replace_user"]
 
 _USER_TABLE = ScimUser.__table__  # type: ignore[attr-defined]
+_VALUE_TABLE = ScimValue.__table__  # type: ignore[attr-defined]
 _USER_COLUMNS = tuple(c.name for c in _USER_TABLE.columns)
+# Core statements built once: per call only parameters are bound, which is most of the saving over
+# the ORM unit of work (rows written here are never read back in the same request).
+_INSERT_USER = insert(_USER_TABLE).returning(_USER_TABLE.c.pk)
+_UPDATE_USER = update(_USER_TABLE).where(
+    _USER_TABLE.c.pk == bindparam("_pk"), _USER_TABLE.c.version == bindparam("_version")
+)
+_INSERT_VALUES = insert(_VALUE_TABLE)
+_DELETE_VALUES = sql_delete(_VALUE_TABLE).where(_VALUE_TABLE.c.user_pk == bindparam("_pk"))
 
 
 def get_user(*, session: Session, caller: ScimCaller, user_id: str, for_update: bool = False) -> ScimUser:
@@ -67,10 +76,10 @@ def _write_values(session: Session, row: ScimUser, doc: dict[str, Any], *, fresh
     """Rebuild the user's multi-valued index rows (Core statements: they are never read back here)."""
     assert row.pk is not None
     if not fresh:
-        session.execute(sql_delete(ScimValue).where(ScimValue.user_pk == row.pk))  # type: ignore[arg-type]
+        session.execute(_DELETE_VALUES, {"_pk": row.pk})
     values = [{"partner_id": row.partner_id, "user_pk": row.pk, **value} for value in user_values(doc)]
     if values:
-        session.execute(insert(ScimValue), values)
+        session.execute(_INSERT_VALUES, values)
 
 
 def _ignored(model: UserModel, dropped_schemas: list[str]) -> dict[str, Any]:
@@ -107,7 +116,7 @@ def create_user(*, session: Session, caller: ScimCaller, payload: Any) -> ScimUs
     # A Core INSERT: the row is written once and never tracked, which costs a fraction of a flush.
     values = {c: getattr(row, c) for c in _USER_COLUMNS if c != "pk"}
     try:
-        pk = session.execute(insert(ScimUser).values(**values).returning(_USER_TABLE.c.pk)).scalar_one()
+        pk = session.execute(_INSERT_USER, values).scalar_one()
     except IntegrityError as exc:  # a concurrent writer won the userName race
         raise Conflict(f"userName '{doc['userName']}' is already taken by another user of this partner") from exc
     set_committed_value(row, "pk", pk)
@@ -159,14 +168,8 @@ def _apply(
     if columns["active"] and not was_active:
         rejoin = row.joined_at is not None
         values["joined_at"] = row.joined_at or now
-    statement = (
-        update(ScimUser)
-        .where(_USER_TABLE.c.pk == row.pk, _USER_TABLE.c.version == row.version)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
     try:
-        updated = session.execute(statement).rowcount  # type: ignore[attr-defined]
+        updated = session.execute(_UPDATE_USER, {**values, "_pk": row.pk, "_version": row.version}).rowcount  # type: ignore[attr-defined]
     except IntegrityError as exc:  # a concurrent writer won the userName race
         raise Conflict(f"userName '{doc['userName']}' is already taken by another user of this partner") from exc
     if updated != 1:  # another request changed this user after we read it: refuse rather than lose it
@@ -253,7 +256,7 @@ def delete_user(*, session: Session, caller: ScimCaller, user_id: str, if_match:
     ).all()
     for membership in memberships:
         session.delete(membership)
-    session.execute(sql_delete(ScimValue).where(ScimValue.user_pk == row.pk))  # type: ignore[arg-type]
+    session.execute(_DELETE_VALUES, {"_pk": row.pk})
     session.delete(row)
     audit = append_audit(
         session,
