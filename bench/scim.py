@@ -89,6 +89,7 @@ def bulk_body(start: int, stop: int) -> dict[str, Any]:
 class Server:
     def __init__(self, name: str, base: str, headers: dict[str, str], process: subprocess.Popen[bytes]) -> None:
         self.name, self.base, self.headers, self.process = name, base, headers, process
+        self.patch_errors = 0
 
     def stop(self) -> None:
         self.process.terminate()
@@ -207,12 +208,19 @@ def seed_direct(url: str, partner_id: str, start: int, stop: int, batch: int = 5
                 for value in user_values(doc)
             ]
             connection.execute(insert(ScimValue), values)
+    engine.dispose()
+    return time.perf_counter() - began
+
+
+def analyze(url: str) -> None:
+    """Refresh planner statistics after the import, as PostgreSQL's autovacuum does within a minute or so
+    (SQLite's planner needs none for these indexed lookups)."""
+    engine = create_db_engine(Settings(database_url=url))
     if engine.dialect.name == "postgresql":
         with engine.connect() as connection:
             connection.exec_driver_sql("ANALYZE")
             connection.commit()
     engine.dispose()
-    return time.perf_counter() - began
 
 
 # -- measurements ---------------------------------------------------------------------------------
@@ -275,7 +283,11 @@ async def patch_throughput(server: Server, ids: list[str], total: int, concurren
             except asyncio.QueueEmpty:
                 return
             body = {"schemas": [PATCH], "Operations": [{"op": "replace", "path": "title", "value": f"t{i}"}]}
-            response = await client.patch(f"{server.base}/Users/{ids[i % len(ids)]}", content=json.dumps(body))
+            try:
+                response = await client.patch(f"{server.base}/Users/{ids[i % len(ids)]}", content=json.dumps(body))
+            except httpx.TransportError as exc:  # the server dropped the connection
+                errors.append(f"{type(exc).__name__}: {exc}")
+                continue
             if response.status_code not in (200, 204):
                 errors.append(response.text[:200])
 
@@ -285,8 +297,9 @@ async def patch_throughput(server: Server, ids: list[str], total: int, concurren
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         elapsed = time.perf_counter() - began
     if errors:
-        raise RuntimeError(f"{server.name}: {len(errors)} PATCH errors, e.g. {errors[0]}")
-    return total / elapsed
+        print(f"{server.name}: {len(errors)} of {total} PATCHes failed, e.g. {errors[0]}", file=sys.stderr)
+    server.patch_errors = len(errors)
+    return (total - len(errors)) / elapsed
 
 
 def user_ids(server: Server, count: int) -> list[str]:
@@ -301,6 +314,7 @@ def measure(server: Server, n: int, patches: int, concurrency: int, seed: int) -
     result: dict[str, Any] = {"filters": {k: latency(server, q) for k, q in filters(n, rng).items()}}
     ids = user_ids(server, 1000)
     result["patch_per_s"] = asyncio.run(patch_throughput(server, ids, patches, concurrency))
+    result["patch_errors"] = server.patch_errors
     return result
 
 
@@ -329,6 +343,7 @@ def main() -> None:
         report["entente_bulk_users_per_s"] = bulk_import(entente, 0, bulk_users)
         if args.users > bulk_users:
             report["entente_seed_seconds"] = seed_direct(url, partner_id, bulk_users, args.users)
+        analyze(url)
         report["entente"] = measure(entente, args.users, args.patches, args.concurrency, seed=7)
     finally:
         entente.stop()
@@ -340,7 +355,7 @@ def main() -> None:
             report["scim2_server"] = measure(peer, args.users, args.patches, args.concurrency, seed=7)
         finally:
             peer.stop()
-    out = ROOT / "bench" / "results" / f"scim-{args.db}-{args.users}.json"
+    out = ROOT / "bench" / "results" / f"scim-{args.db}-{args.users}-w{args.workers}.json"
     out.write_text(json.dumps(report, indent=2))
     print(render(report))
 
@@ -356,6 +371,7 @@ def render(report: dict[str, Any]) -> str:
     bulk = [f"{report.get(f'{s}_bulk_users_per_s', 0):,.0f}" for s in servers]
     lines.append("| Bulk import, users/s | " + " | ".join(bulk) + " |")
     lines.append("| durable PATCH/s | " + " | ".join(f"{report[s]['patch_per_s']:,.0f}" for s in servers) + " |")
+    lines.append("| PATCH errors | " + " | ".join(str(report[s].get("patch_errors", 0)) for s in servers) + " |")
     for name in report["entente"]["filters"]:
         cells = [
             f"{report[s]['filters'][name]['p50_ms']:.1f} / {report[s]['filters'][name]['p99_ms']:.1f}" for s in servers

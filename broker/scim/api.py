@@ -275,62 +275,65 @@ def _search_both(session: Session, caller: ScimCaller, query: ListQuery) -> Resp
     return ScimResponse(body)
 
 
-# -- Users ----------------------------------------------------------------------------------------
-@router.post("/Users")
-async def post_user(request: Request, session: SessionDep, caller: ScimCallerDep) -> Response:
+# -- Users and Groups (RFC 7644 §3.3-§3.6) --------------------------------------------------------
+async def _write(
+    request: Request,
+    session: Session,
+    caller: ScimCaller,
+    write: Callable[[Any, str | None], ScimUser | ScimGroup],
+    *,
+    status: int = 200,
+) -> Response:
+    """Read the body on the event loop; validate, store, commit and render in the thread pool.
+
+    ``write(payload, if_match)`` is the service call; the change is committed before we answer.
+    """
     payload = await _body(request)
+    if_match = request.headers.get("if-match")
 
     def work() -> Response:
-        row = users.create_user(session=session, caller=caller, payload=payload)
+        row = write(payload, if_match)
         session.commit()
-        return _resource_response(session, caller, row, request, status=201)
+        return _resource_response(session, caller, row, request, status=status)
 
     return await _off_loop(work)
 
 
-@router.get("/Users/{user_id}")
-def get_user(user_id: str, request: Request, session: SessionDep, caller: ScimCallerDep) -> Response:
-    row = users.get_user(session=session, caller=caller, user_id=user_id)
+def _read(session: Session, caller: ScimCaller, request: Request, row: ScimUser | ScimGroup) -> Response:
+    """GET of one resource, honouring If-None-Match (RFC 7644 §3.14)."""
     if_none_match = request.headers.get("if-none-match")
     if if_none_match and etag_matches(if_none_match, row.version):
         return _not_modified(row.version)
     return _resource_response(session, caller, row, request)
 
 
+@router.post("/Users")
+async def post_user(request: Request, session: SessionDep, caller: ScimCallerDep) -> Response:
+    def write(payload: Any, _: str | None) -> ScimUser:
+        return users.create_user(session=session, caller=caller, payload=payload)
+
+    return await _write(request, session, caller, write, status=201)
+
+
+@router.get("/Users/{user_id}")
+def get_user(user_id: str, request: Request, session: SessionDep, caller: ScimCallerDep) -> Response:
+    return _read(session, caller, request, users.get_user(session=session, caller=caller, user_id=user_id))
+
+
 @router.put("/Users/{user_id}")
 async def put_user(user_id: str, request: Request, session: SessionDep, caller: ScimCallerDep) -> Response:
-    payload = await _body(request)
+    def write(payload: Any, if_match: str | None) -> ScimUser:
+        return users.replace_user(session=session, caller=caller, user_id=user_id, payload=payload, if_match=if_match)
 
-    def work() -> Response:
-        row = users.replace_user(
-            session=session,
-            caller=caller,
-            user_id=user_id,
-            payload=payload,
-            if_match=request.headers.get("if-match"),
-        )
-        session.commit()
-        return _resource_response(session, caller, row, request)
-
-    return await _off_loop(work)
+    return await _write(request, session, caller, write)
 
 
 @router.patch("/Users/{user_id}")
 async def patch_user(user_id: str, request: Request, session: SessionDep, caller: ScimCallerDep) -> Response:
-    payload = await _body(request)
+    def write(payload: Any, if_match: str | None) -> ScimUser:
+        return users.patch_user(session=session, caller=caller, user_id=user_id, payload=payload, if_match=if_match)
 
-    def work() -> Response:
-        row = users.patch_user(
-            session=session,
-            caller=caller,
-            user_id=user_id,
-            payload=payload,
-            if_match=request.headers.get("if-match"),
-        )
-        session.commit()
-        return _resource_response(session, caller, row, request)
-
-    return await _off_loop(work)
+    return await _write(request, session, caller, write)
 
 
 @router.delete("/Users/{user_id}")
@@ -340,64 +343,38 @@ def delete_user(user_id: str, request: Request, session: SessionDep, caller: Sci
     return Response(status_code=204)
 
 
-# -- Groups ---------------------------------------------------------------------------------------
 @router.post("/Groups")
 async def post_group(request: Request, session: SessionDep, caller: ScimCallerDep) -> Response:
-    payload = await _body(request)
+    def write(payload: Any, _: str | None) -> ScimGroup:
+        return groups.create_group(session=session, caller=caller, payload=payload)
 
-    def work() -> Response:
-        row = groups.create_group(session=session, caller=caller, payload=payload)
-        session.commit()
-        return _resource_response(session, caller, row, request, status=201)
-
-    return await _off_loop(work)
+    return await _write(request, session, caller, write, status=201)
 
 
 @router.get("/Groups/{group_id}")
 def get_group(group_id: str, request: Request, session: SessionDep, caller: ScimCallerDep) -> Response:
-    row = groups.get_group(session=session, caller=caller, group_id=group_id)
-    if_none_match = request.headers.get("if-none-match")
-    if if_none_match and etag_matches(if_none_match, row.version):
-        return _not_modified(row.version)
-    return _resource_response(session, caller, row, request)
+    return _read(session, caller, request, groups.get_group(session=session, caller=caller, group_id=group_id))
 
 
 @router.put("/Groups/{group_id}")
 async def put_group(group_id: str, request: Request, session: SessionDep, caller: ScimCallerDep) -> Response:
-    payload = await _body(request)
-
-    def work() -> Response:
-        row = groups.replace_group(
-            session=session,
-            caller=caller,
-            group_id=group_id,
-            payload=payload,
-            if_match=request.headers.get("if-match"),
+    def write(payload: Any, if_match: str | None) -> ScimGroup:
+        return groups.replace_group(
+            session=session, caller=caller, group_id=group_id, payload=payload, if_match=if_match
         )
-        session.commit()
-        return _resource_response(session, caller, row, request)
 
-    return await _off_loop(work)
+    return await _write(request, session, caller, write)
 
 
 @router.patch("/Groups/{group_id}")
 async def patch_group(group_id: str, request: Request, session: SessionDep, caller: ScimCallerDep) -> Response:
     """200 with the group, members rendered unless the client excluded them (Entra sends
     excludedAttributes=members on reads to keep large groups cheap)."""
-    payload = await _body(request)
 
-    def work() -> Response:
-        row = groups.patch_group(
-            session=session,
-            caller=caller,
-            group_id=group_id,
-            payload=payload,
-            if_match=request.headers.get("if-match"),
-        )
-        session.commit()
-        return _resource_response(session, caller, row, request)
+    def write(payload: Any, if_match: str | None) -> ScimGroup:
+        return groups.patch_group(session=session, caller=caller, group_id=group_id, payload=payload, if_match=if_match)
 
-    return await _off_loop(work)
+    return await _write(request, session, caller, write)
 
 
 @router.delete("/Groups/{group_id}")

@@ -5,12 +5,19 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from broker.errors import DomainNotVerified, InvalidSyntax, PreconditionFailed
+from broker.errors import DomainNotVerified, InvalidSyntax, Mutability, PreconditionFailed
 from broker.scim.auth import ScimCaller
 from broker.scim.normalize import ENTERPRISE
 from broker.tenants.models import DomainPolicy
 
-__all__ = ["changed_attributes", "check_domains", "check_if_match", "etag_matches", "require_object"]
+__all__ = [
+    "changed_attributes",
+    "check_body_id",
+    "check_domains",
+    "check_if_match",
+    "etag_matches",
+    "require_object",
+]
 
 
 def require_object(payload: Any) -> dict[str, Any]:
@@ -87,3 +94,10 @@ def changed_attributes(before: dict[str, Any], after: dict[str, Any]) -> list[st
         elif before.get(key) != after.get(key):
             changed.add(key)
     return sorted(changed)
+
+
+def check_body_id(body: dict[str, Any], resource_id: str) -> None:
+    """A PUT body may repeat the resource's id (Okta does) but never name another: id is readOnly."""
+    sent = next((v for k, v in body.items() if k.lower() == "id"), None)
+    if sent is not None and sent != resource_id:
+        raise Mutability(f"id is readOnly: the body says '{sent}', the resource is '{resource_id}'")

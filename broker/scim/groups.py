@@ -21,7 +21,7 @@ from broker.audit.log import append_audit
 from broker.errors import Conflict, InvalidPath, InvalidValue, Mutability, NotFound
 from broker.lifecycle.events import EventKind, record_event
 from broker.scim.auth import ScimCaller
-from broker.scim.common import changed_attributes, check_if_match, require_object
+from broker.scim.common import changed_attributes, check_body_id, check_if_match, require_object
 from broker.scim.filters import member_filter
 from broker.scim.models import GroupMember, ScimGroup, ScimUser
 from broker.scim.normalize import CORE_GROUP, normalize_patch, normalize_resource
@@ -379,9 +379,7 @@ def replace_group(
     group = get_group(session=session, caller=caller, group_id=group_id, for_update=True)
     check_if_match(if_match, group.version)
     body, dropped = normalize_resource(require_object(payload), core=CORE_GROUP, base_url=caller.base_url)
-    sent_id = next((v for k, v in body.items() if k.lower() == "id"), None)
-    if sent_id is not None and sent_id != group.id:
-        raise Mutability(f"id is readOnly: the body says '{sent_id}', the resource is '{group.id}'")
+    check_body_id(body, group.id)
     model = validate_group(body, ctx=Context.RESOURCE_REPLACEMENT_REQUEST)
     doc = group_document(model)
     before = group.attributes

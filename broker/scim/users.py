@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import ValidationError
 from scim2_models import Context, PatchOp, SCIMException
-from sqlalchemy import delete as sql_delete
 from sqlalchemy import bindparam, insert, update
+from sqlalchemy import delete as sql_delete
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, select
@@ -18,7 +18,7 @@ from broker.audit.log import append_audit
 from broker.errors import Conflict, Mutability, NotFound, PreconditionFailed
 from broker.lifecycle.events import EventKind, record_event
 from broker.scim.auth import ScimCaller
-from broker.scim.common import changed_attributes, check_domains, check_if_match, require_object
+from broker.scim.common import changed_attributes, check_body_id, check_domains, check_if_match, require_object
 from broker.scim.models import GroupMember, ScimUser, ScimValue
 from broker.scim.normalize import CORE_USER, normalize_patch, normalize_resource
 from broker.scim.resources import (
@@ -216,9 +216,7 @@ def replace_user(*, session: Session, caller: ScimCaller, user_id: str, payload:
     row = get_user(session=session, caller=caller, user_id=user_id, for_update=True)
     check_if_match(if_match, row.version)
     body, dropped = normalize_resource(require_object(payload), core=CORE_USER, base_url=caller.base_url)
-    sent_id = next((v for k, v in body.items() if k.lower() == "id"), None)
-    if sent_id is not None and sent_id != row.id:
-        raise Mutability(f"id is readOnly: the body says '{sent_id}', the resource is '{row.id}'")
+    check_body_id(body, row.id)
     model = validate_user(body, ctx=Context.RESOURCE_REPLACEMENT_REQUEST)
     doc = user_document(model, base_url=caller.base_url)
     # A PUT that omits `active` (OneLogin's template never sends it) gets the current state as the
