@@ -124,36 +124,46 @@ class PartnerHandle:
 MakePartner = Callable[..., PartnerHandle]
 
 
+def new_partner(
+    app: FastAPI,
+    engine: Engine,
+    *,
+    domain_policy: DomainPolicy = DomainPolicy.ENFORCE,
+    domains: list[str] | None = None,
+) -> PartnerHandle:
+    """A partner with a unique slug (and domain <slug>.test unless given) and a SCIM client; close its client."""
+    slug = f"p{uuid.uuid4().hex[:10]}"
+    domains = domains or [f"{slug}.test"]
+    with Session(engine, expire_on_commit=False) as session:
+        partner = add_partner(
+            session=session,
+            slug=slug,
+            name=f"Partner {slug}",
+            domains=domains,
+            actor=Actor("cli", "tests"),
+            domain_policy=domain_policy,
+        )
+        issued = issue_scim_token(
+            session=session, slug=slug, expires_in=dt.timedelta(hours=1), actor=Actor("cli", "tests")
+        )
+    client = TestClient(
+        app,
+        base_url=SCIM_BASE,
+        headers={"Authorization": f"Bearer {issued.secret_text}"},
+        raise_server_exceptions=False,
+    )
+    return PartnerHandle(id=partner.id, slug=slug, domain=domains[0], token=issued.secret_text, client=client)
+
+
 @pytest.fixture
 def make_partner(app: FastAPI, engine: Engine) -> Iterator[MakePartner]:
     """Factory: make_partner(domain_policy=DomainPolicy.ENFORCE, domains=None) -> PartnerHandle."""
     clients: list[TestClient] = []
 
     def factory(domain_policy: DomainPolicy = DomainPolicy.ENFORCE, domains: list[str] | None = None) -> PartnerHandle:
-        slug = f"p{uuid.uuid4().hex[:10]}"
-        domain = f"{slug}.test"
-        with Session(engine, expire_on_commit=False) as session:
-            partner = add_partner(
-                session=session,
-                slug=slug,
-                name=f"Partner {slug}",
-                domains=domains or [domain],
-                actor=Actor("cli", "tests"),
-                domain_policy=domain_policy,
-            )
-            issued = issue_scim_token(
-                session=session, slug=slug, expires_in=dt.timedelta(hours=1), actor=Actor("cli", "tests")
-            )
-        client = TestClient(
-            app,
-            base_url=SCIM_BASE,
-            headers={"Authorization": f"Bearer {issued.secret_text}"},
-            raise_server_exceptions=False,
-        )
-        clients.append(client)
-        return PartnerHandle(
-            id=partner.id, slug=slug, domain=(domains or [domain])[0], token=issued.secret_text, client=client
-        )
+        handle = new_partner(app, engine, domain_policy=domain_policy, domains=domains)
+        clients.append(handle.client)
+        return handle
 
     yield factory
     for client in clients:

@@ -9,7 +9,6 @@ test time; they are substituted inside every string, keys included.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import uuid
 from collections.abc import Iterator
@@ -19,12 +18,9 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
 
-from broker.audit.log import Actor
 from broker.tenants.models import DomainPolicy
-from broker.tenants.service import add_partner, issue_scim_token
-from tests.conftest import SCIM_BASE, PartnerHandle
+from tests.conftest import PartnerHandle, new_partner
 
 __all__ = ["CORPUS", "load", "open_partner", "send", "unique_domain"]
 
@@ -78,28 +74,34 @@ def open_partner(
     domains: list[str] | None = None,
     domain_policy: DomainPolicy = DomainPolicy.ENFORCE,
 ) -> Iterator[PartnerHandle]:
-    """A partner for a module-scoped fixture (``make_partner`` is per test); same shape as conftest's."""
-    slug = f"p{uuid.uuid4().hex[:10]}"
-    domains = domains or [f"{slug}.test"]
-    with Session(engine, expire_on_commit=False) as session:
-        partner = add_partner(
-            session=session,
-            slug=slug,
-            name=f"Partner {slug}",
-            domains=domains,
-            actor=Actor("cli", "tests"),
-            domain_policy=domain_policy,
-        )
-        issued = issue_scim_token(
-            session=session, slug=slug, expires_in=dt.timedelta(hours=1), actor=Actor("cli", "tests")
-        )
-    client = TestClient(
-        app,
-        base_url=SCIM_BASE,
-        headers={"Authorization": f"Bearer {issued.secret_text}"},
-        raise_server_exceptions=False,
-    )
+    """A partner for a module-scoped fixture (``make_partner`` is per test)."""
+    handle = new_partner(app, engine, domain_policy=domain_policy, domains=domains)
     try:
-        yield PartnerHandle(id=partner.id, slug=slug, domain=domains[0], token=issued.secret_text, client=client)
+        yield handle
     finally:
-        client.close()
+        handle.client.close()
+
+
+class ReplaySession:
+    """A vendor-provisioned partner replaying corpus entries, with the reads every sequence checks."""
+
+    def __init__(self, partner: PartnerHandle, **subs: str) -> None:
+        self.partner = partner
+        self.client = partner.client
+        self.subs = subs
+
+    def send(self, name: str, **ids: str) -> Any:
+        return send(self.client, name, **self.subs, **ids)
+
+    def user(self, user_id: str) -> dict[str, Any]:
+        response = self.client.get(f"/Users/{user_id}")
+        assert response.status_code == 200, response.text
+        return response.json()  # type: ignore[no-any-return]
+
+    def group(self, group_id: str) -> dict[str, Any]:
+        response = self.client.get(f"/Groups/{group_id}")
+        assert response.status_code == 200, response.text
+        return response.json()  # type: ignore[no-any-return]
+
+    def member_ids(self, group_id: str) -> set[str]:
+        return {m["value"] for m in self.group(group_id).get("members", [])}

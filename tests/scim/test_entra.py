@@ -27,39 +27,21 @@ from tests.conftest import (
     PartnerHandle,
     assert_scim_error,
 )
-from tests.scim.replay import load, send, unique_domain
+from tests.scim.replay import ReplaySession, load, unique_domain
 
 Events = Callable[[str], list[LifecycleEvent]]
 Audit = Callable[[str], list[AuditRecord]]
 
 
-class Entra:
+class Entra(ReplaySession):
     """An Entra-provisioned partner: the corpus' testuser.com / test.microsoft.com made unique."""
 
     def __init__(self, partner: PartnerHandle, domain: str, domain2: str) -> None:
-        self.partner = partner
-        self.client = partner.client
-        self.subs = {"domain": domain, "domain2": domain2}
-
-    def send(self, name: str, **ids: str) -> Any:
-        return send(self.client, name, **self.subs, **ids)
+        super().__init__(partner, domain=domain, domain2=domain2)
 
     def create_e10(self) -> dict[str, Any]:
         created = self.send("entra-E10-create_user")
         return created.json()  # type: ignore[no-any-return]
-
-    def user(self, user_id: str) -> dict[str, Any]:
-        response = self.client.get(f"/Users/{user_id}")
-        assert response.status_code == 200, response.text
-        return response.json()  # type: ignore[no-any-return]
-
-    def group(self, group_id: str) -> dict[str, Any]:
-        response = self.client.get(f"/Groups/{group_id}")
-        assert response.status_code == 200, response.text
-        return response.json()  # type: ignore[no-any-return]
-
-    def member_ids(self, group_id: str) -> set[str]:
-        return {m["value"] for m in self.group(group_id).get("members", [])}
 
 
 @pytest.fixture

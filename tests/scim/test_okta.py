@@ -22,38 +22,21 @@ from broker.lifecycle.events import LifecycleEvent
 from broker.scim.models import ScimUser, ScimValue
 from broker.tenants.models import DomainPolicy
 from tests.conftest import PATCH_SCHEMA, USER_SCHEMA, MakePartner, PartnerHandle, assert_scim_error
-from tests.scim.replay import load, send, unique_domain
+from tests.scim.replay import ReplaySession, load, unique_domain
 
 Events = Callable[[str], list[LifecycleEvent]]
 Audit = Callable[[str], list[AuditRecord]]
 
 
-class Okta:
+class Okta(ReplaySession):
     """An Okta-provisioned partner: the corpus' okta.local made unique."""
 
     def __init__(self, partner: PartnerHandle) -> None:
-        self.partner = partner
-        self.client = partner.client
+        super().__init__(partner, domain=partner.domain)
         self.domain = partner.domain
-
-    def send(self, name: str, **ids: str) -> Any:
-        return send(self.client, name, domain=self.domain, **ids)
 
     def create(self) -> dict[str, Any]:
         return self.send("okta-O02-create").json()  # type: ignore[no-any-return]
-
-    def user(self, user_id: str) -> dict[str, Any]:
-        response = self.client.get(f"/Users/{user_id}")
-        assert response.status_code == 200, response.text
-        return response.json()  # type: ignore[no-any-return]
-
-    def group(self, group_id: str) -> dict[str, Any]:
-        response = self.client.get(f"/Groups/{group_id}")
-        assert response.status_code == 200, response.text
-        return response.json()  # type: ignore[no-any-return]
-
-    def member_ids(self, group_id: str) -> set[str]:
-        return {m["value"] for m in self.group(group_id).get("members", [])}
 
 
 @pytest.fixture
