@@ -48,6 +48,21 @@ ENTENTE = Path(sys.executable).with_name("entente")
 """The installed console script (``.venv/bin/entente``), next to the interpreter running pytest."""
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> int | None:
+    """Stop a peer at teardown: its exit code if it had already died on its own, else None."""
+    died = process.poll()
+    if died is None:
+        process.terminate()
+        try:
+            process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return died
+
+
 CLI_TIMEOUT = 60.0
 SPARE_PARTNERS = 2
 """Enforcing ``<slug>.example.com`` partners made up front, at the same time as the first one: each
@@ -218,14 +233,7 @@ def running_entente(*, database_url: str, workdir: Path) -> Iterator[EntenteProc
             spares=spares,
         )
     finally:
-        died = process.poll()
-        if died is None:
-            process.terminate()
-            try:
-                process.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        died = stop_process(process)
     log = log_path.read_text(errors="replace")
     if died is not None:
         pytest.fail(f"entente serve died during the tests (exit {died})\n--- server log ---\n{log}")

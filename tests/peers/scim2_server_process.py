@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.peers.entente_process import START_TIMEOUT, STOP_TIMEOUT, free_port
+from tests.peers.entente_process import START_TIMEOUT, free_port, stop_process
 
 __all__ = ["SCIM2_SERVER", "Scim2Server", "scim2_server"]
 
@@ -90,13 +90,6 @@ def scim2_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scim2Serv
         _wait_ready(server)
         yield server
     finally:
-        died = process.poll()
-        if died is None:
-            process.terminate()
-            try:
-                process.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        died = stop_process(process)
     if died is not None:
         pytest.fail(f"scim2-server died during the tests (exit {died})\n--- log ---\n{server.log()}")
