@@ -87,6 +87,8 @@ class AccountSpec:
     groups: frozenset[str] = field(default_factory=frozenset)
     """Workspace-side groups, rooms or teams the policies grant, by their workspace name or id."""
     active: bool = True
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    """Workspace-specific values the workspace config maps from SCIM (e.g. a GitHub login), by name."""
 
 
 @dataclass(frozen=True)
