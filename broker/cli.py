@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 import sys
 from typing import Annotated
 
 import typer
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Session, select
 
-from broker.audit.log import Actor
-from broker.db import create_db_engine, migrate
+from broker.clikit import actor, database_error, fail, open_session, parse_duration
+from broker.db import migrate
 from broker.errors import BrokerError
+from broker.lifecycle.cli import outbox_app, worker
+from broker.policy.cli import policy_app
 from broker.settings import Settings
-from broker.tenants.models import DomainPolicy, Partner
+from broker.tenants.models import DomainPolicy
 from broker.tenants.service import (
     add_partner,
     get_partner,
@@ -27,56 +26,17 @@ from broker.tenants.service import (
     revoke_scim_token,
     set_domain_policy,
 )
+from broker.workspaces.cli import workspace_app
 
 __all__ = ["app"]
 
 app = typer.Typer(help="Entente: a neutral identity and provisioning broker.", no_args_is_help=True)
 partner_app = typer.Typer(help="Partners (tenants), their domains and SCIM tokens.", no_args_is_help=True)
 app.add_typer(partner_app, name="partner")
-
-
-def _actor() -> Actor:
-    try:
-        user = getpass.getuser()
-    except OSError:
-        user = "unknown"
-    return Actor(kind="cli", id=user)
-
-
-def _database_error(settings: Settings, exc: SQLAlchemyError) -> None:
-    """Exit 1 naming the database (password hidden) and the driver's first line of reason: no traceback."""
-    reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
-    url = make_url(settings.database_url).render_as_string(hide_password=True)
-    typer.echo(f"error: database {url}: {reason} (is it reachable, and has `entente migrate` run?)", err=True)
-    raise typer.Exit(code=1)
-
-
-def _session(settings: Settings) -> Session:
-    """A session on a database known to be reachable and migrated, else a one-line error and exit 1."""
-    session = Session(create_db_engine(settings), expire_on_commit=False)
-    try:
-        session.exec(select(Partner.id).limit(1)).first()
-    except SQLAlchemyError as exc:
-        session.close()
-        _database_error(settings, exc)
-    return session
-
-
-def _fail(error: BrokerError) -> None:
-    typer.echo(f"error: {error.detail}", err=True)
-    raise typer.Exit(code=1)
-
-
-def _parse_expiry(text: str) -> dt.timedelta:
-    """'90d', '12h', '30m' or a number of days."""
-    units = {"d": "days", "h": "hours", "m": "minutes"}
-    text = text.strip().lower()
-    try:
-        if text[-1:] in units:
-            return dt.timedelta(**{units[text[-1]]: int(text[:-1])})
-        return dt.timedelta(days=int(text))
-    except (ValueError, OverflowError) as exc:  # OverflowError: more days than a timedelta holds
-        raise typer.BadParameter(f"'{text}' is not a duration like 90d, 12h or 30m") from exc
+app.add_typer(workspace_app, name="workspace")
+app.add_typer(policy_app, name="policy")
+app.add_typer(outbox_app, name="outbox")
+app.command("worker")(worker)
 
 
 @app.command()
@@ -108,7 +68,7 @@ def migrate_command() -> None:
     try:
         migrate(settings)
     except SQLAlchemyError as exc:
-        _database_error(settings, exc)
+        database_error(settings, exc)
     typer.echo("schema is up to date")
 
 
@@ -121,7 +81,7 @@ def demo(
     """Set up a demo partner 'acme' (acme.test) on the configured database, print a token, then serve."""
     settings = Settings()
     migrate(settings)
-    with _session(settings) as session:
+    with open_session(settings) as session:
         try:
             get_partner(session=session, slug="acme")
         except BrokerError:
@@ -130,11 +90,11 @@ def demo(
                 slug="acme",
                 name="Acme Corp (demo)",
                 domains=["acme.test"],
-                actor=_actor(),
+                actor=actor(),
                 domain_policy=DomainPolicy.ENFORCE,
             )
         issued = issue_scim_token(
-            session=session, slug="acme", expires_in=dt.timedelta(days=30), actor=_actor(), label="demo"
+            session=session, slug="acme", expires_in=dt.timedelta(days=30), actor=actor(), label="demo"
         )
     base = settings.public_base_url.rstrip("/")
     typer.echo(f"Demo partner 'acme' (domain acme.test). SCIM base URL: {base}/scim/v2")
@@ -155,18 +115,18 @@ def partner_add(
 ) -> None:
     """Add a partner with its verified email domains."""
     settings = Settings()
-    with _session(settings) as session:
+    with open_session(settings) as session:
         try:
             partner = add_partner(
                 session=session,
                 slug=slug,
                 name=name,
                 domains=domain,
-                actor=_actor(),
+                actor=actor(),
                 domain_policy=DomainPolicy.WARN if warn_only else DomainPolicy.ENFORCE,
             )
         except BrokerError as error:
-            _fail(error)
+            fail(error)
         typer.echo(
             f"partner {partner.slug} added ({', '.join(partner_domains(session=session, partner_id=partner.id))})"
         )
@@ -176,7 +136,7 @@ def partner_add(
 def partner_list() -> None:
     """List partners with their domains and status."""
     settings = Settings()
-    with _session(settings) as session:
+    with open_session(settings) as session:
         for partner in list_partners(session=session):
             domains = ", ".join(partner_domains(session=session, partner_id=partner.id))
             typer.echo(f"{partner.slug}\t{partner.status}\t{partner.domain_policy}\t{partner.name}\t{domains}")
@@ -186,11 +146,11 @@ def partner_list() -> None:
 def partner_domain_policy(slug: str, policy: Annotated[DomainPolicy, typer.Argument(help="enforce or warn")]) -> None:
     """Refuse (enforce) or accept with a warning (warn) users outside the verified domains."""
     settings = Settings()
-    with _session(settings) as session:
+    with open_session(settings) as session:
         try:
-            set_domain_policy(session=session, slug=slug, policy=policy, actor=_actor())
+            set_domain_policy(session=session, slug=slug, policy=policy, actor=actor())
         except BrokerError as error:
-            _fail(error)
+            fail(error)
         typer.echo(f"partner {slug}: domain policy {policy.value}")
 
 
@@ -204,12 +164,12 @@ def partner_token(
 ) -> None:
     """Create a SCIM bearer token; it is printed once, alone on the last line."""
     settings = Settings()
-    lifetime = _parse_expiry(expires) if expires else dt.timedelta(days=settings.scim_token_default_days)
-    with _session(settings) as session:
+    lifetime = parse_duration(expires) if expires else dt.timedelta(days=settings.scim_token_default_days)
+    with open_session(settings) as session:
         try:
-            issued = issue_scim_token(session=session, slug=slug, expires_in=lifetime, actor=_actor(), label=label)
+            issued = issue_scim_token(session=session, slug=slug, expires_in=lifetime, actor=actor(), label=label)
         except BrokerError as error:
-            _fail(error)
+            fail(error)
         typer.echo(f"token id {issued.token.id}, expires {issued.token.expires_at.isoformat()}; store it now:")
         typer.echo(issued.secret_text)
 
@@ -218,11 +178,11 @@ def partner_token(
 def partner_tokens(slug: str) -> None:
     """List a partner's tokens (ids and dates only; secrets are never stored)."""
     settings = Settings()
-    with _session(settings) as session:
+    with open_session(settings) as session:
         try:
             tokens = list_tokens(session=session, slug=slug)
         except BrokerError as error:
-            _fail(error)
+            fail(error)
         for token in tokens:
             state = "revoked" if token.revoked_at else "active"
             used = token.last_used_at.isoformat() if token.last_used_at else "never"
@@ -235,9 +195,9 @@ def partner_tokens(slug: str) -> None:
 def partner_revoke_token(slug: str, token_id: str) -> None:
     """Revoke a SCIM token at once."""
     settings = Settings()
-    with _session(settings) as session:
+    with open_session(settings) as session:
         try:
-            revoke_scim_token(session=session, slug=slug, token_id=token_id, actor=_actor())
+            revoke_scim_token(session=session, slug=slug, token_id=token_id, actor=actor())
         except BrokerError as error:
-            _fail(error)
+            fail(error)
         typer.echo(f"token {token_id} revoked")

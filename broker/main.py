@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,6 +14,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from broker.db import create_db_engine
 from broker.errors import BrokerError, InvalidValue, NotFound
+from broker.lifecycle.scheduler import start_scheduler
+from broker.lifecycle.worker import DeliveryWorker
 from broker.scim.api import error_response
 from broker.scim.api import router as scim_router
 from broker.settings import Settings, get_settings
@@ -40,8 +43,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        engine.dispose()
+        if not settings.delivery_worker:
+            yield
+            engine.dispose()
+            return
+        stop = asyncio.Event()
+        scheduler = start_scheduler(engine, settings)
+        delivery = asyncio.create_task(DeliveryWorker(engine=engine, settings=settings).run(stop))
+        try:
+            yield
+        finally:
+            stop.set()
+            scheduler.shutdown(wait=False)
+            await delivery
+            engine.dispose()
 
     app = FastAPI(title="Entente", version="0.1.0", lifespan=lifespan, docs_url="/api/docs", redoc_url=None)
     app.state.settings = settings

@@ -2,17 +2,28 @@
 
 from broker.audit.log import AuditRecord
 from broker.lifecycle.events import LifecycleEvent
+from broker.lifecycle.grants import AccessGrant, EngineCursor, WorkspaceAccount
+from broker.lifecycle.outbox import DeliveryReceipt, DeliveryTask
+from broker.policy.store import PolicyVersion
 from broker.scim.models import GroupMember, ScimGroup, ScimUser, ScimValue
 from broker.tenants.models import Partner, PartnerDomain, ScimToken
+from broker.workspaces.models import Workspace
 
 __all__ = [
+    "AccessGrant",
     "AuditRecord",
+    "DeliveryReceipt",
+    "DeliveryTask",
+    "EngineCursor",
     "GroupMember",
     "LifecycleEvent",
     "Partner",
     "PartnerDomain",
+    "PolicyVersion",
     "ScimGroup",
     "ScimToken",
     "ScimUser",
     "ScimValue",
+    "Workspace",
+    "WorkspaceAccount",
 ]

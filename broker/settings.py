@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "get_settings"]
@@ -47,7 +47,45 @@ class Settings(BaseSettings):
     scim_token_default_days: int = Field(
         default=365, ge=1, description="Lifetime of a SCIM bearer token when `--expires` is not given."
     )
+    scim_auth_cache_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="How long a process reuses a successful SCIM token check. Revocation in the same process "
+        "applies at once; from another process (the CLI, another worker) within this bound. 0 disables it.",
+    )
     secrets_dir: Path | None = Field(default=None, description="Folder of mounted secret files.")
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Fernet key(s) sealing workspace credentials at rest, comma-separated, newest first "
+        "(older keys still open old values, for rotation). Unset: a key file is made at secret_key_file.",
+    )
+    secret_key_file: str = Field(
+        default="./entente.key", description="Key file created (mode 0600) when secret_key is unset."
+    )
+    delivery_worker: bool = Field(
+        default=True, description="Run the lifecycle engine and delivery worker inside `entente serve`."
+    )
+    delivery_batch_size: int = Field(default=200, ge=1, description="Tasks one worker claims at a time.")
+    delivery_max_attempts: int = Field(
+        default=12, ge=1, description="Attempts before a task is moved to the dead-letter state."
+    )
+    delivery_backoff_seconds: float = Field(
+        default=0.5, gt=0, description="First retry delay; doubles per attempt, with full jitter."
+    )
+    delivery_backoff_max_seconds: float = Field(default=300.0, gt=0, description="Longest retry delay.")
+    delivery_lease_seconds: float = Field(
+        default=60.0, gt=0, description="A claimed task whose worker died is claimable again after this."
+    )
+    delivery_timeout_seconds: float = Field(default=10.0, gt=0, description="HTTP timeout towards workspaces.")
+    delivery_poll_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="Safety-net poll for work another process accepted; work accepted in this process "
+        "wakes the worker at once.",
+    )
+    grant_expiry_interval_seconds: float = Field(
+        default=30.0, gt=0, description="How often the scheduler ends grants past their end date."
+    )
 
 
 @lru_cache

@@ -1,3 +1,13 @@
-"""Downstream workspace connectors (one module per kind behind one narrow interface): see issue 4."""
+"""Downstream workspace connectors: one module per kind behind ``connectors.base.Connector``.
 
-__all__: list[str] = []
+``REGISTRY`` is the only place a kind is named: one line per connector, no import strings.
+"""
+
+from connectors.base import ConnectorConfig
+from connectors.scim import ScimConnectorConfig
+
+__all__ = ["REGISTRY"]
+
+REGISTRY: dict[str, type[ConnectorConfig]] = {
+    "scim": ScimConnectorConfig,
+}

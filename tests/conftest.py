@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from cryptography.fernet import Fernet
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -36,6 +37,7 @@ GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
 ENTERPRISE_SCHEMA = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 PATCH_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 ERROR_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:Error"
+TEST_SECRET_KEY = Fernet.generate_key().decode()
 
 
 def _create_pg_database() -> str:
@@ -69,7 +71,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 
 @pytest.fixture(scope="session")
 def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, public_base_url="http://testserver", database_pool_size=4)
+    return Settings(
+        database_url=database_url,
+        public_base_url="http://testserver",
+        database_pool_size=4,
+        secret_key=TEST_SECRET_KEY,
+        delivery_backoff_seconds=0.05,
+        delivery_poll_seconds=0.2,
+    )
 
 
 @pytest.fixture(scope="session")

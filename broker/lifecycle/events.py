@@ -16,9 +16,10 @@ import datetime as dt
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, insert
+from sqlalchemy import JSON, Column, Index, false, insert, text
 from sqlmodel import Field, Session, SQLModel
 
+from broker.lifecycle.wakeup import MARK
 from broker.types import UTCDateTime, utcnow
 
 __all__ = ["EventKind", "LifecycleEvent", "record_event"]
@@ -39,7 +40,15 @@ class LifecycleEvent(SQLModel, table=True):
     """One joiner/mover/leaver fact about one subject of one partner."""
 
     __tablename__ = "lifecycle_event"
-    __table_args__ = (Index("ix_lifecycle_event_partner_subject", "partner_id", "subject_id"),)
+    __table_args__ = (
+        Index("ix_lifecycle_event_partner_subject", "partner_id", "subject_id"),
+        Index(
+            "ix_lifecycle_event_unconsumed",
+            "id",
+            sqlite_where=text("consumed = 0"),
+            postgresql_where=text("consumed = false"),
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     partner_id: str = Field(max_length=36, foreign_key="partner.id", ondelete="CASCADE")
@@ -49,6 +58,12 @@ class LifecycleEvent(SQLModel, table=True):
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     occurred_at: dt.datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     audit_id: int | None = Field(default=None, foreign_key="audit_record.id")
+    consumed: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
+    """Set by the lifecycle engine in the transaction that turned the event into grants and tasks.
+
+    A flag rather than a cursor over ids: on PostgreSQL ids are handed out before commit, so a
+    transaction holding a lower id can commit after a higher one was consumed; a cursor would skip it.
+    """
 
 
 _INSERT = insert(LifecycleEvent.__table__)  # type: ignore[attr-defined]
@@ -65,6 +80,7 @@ def record_event(
     audit_id: int | None = None,
 ) -> None:
     """Insert an event in the caller's transaction, so it commits or rolls back with the change itself."""
+    session.info[MARK] = True  # the commit wakes this process's delivery worker (broker.lifecycle.wakeup)
     session.execute(
         _INSERT,
         {

@@ -1,0 +1,345 @@
+"""The delivery worker: runs the engine, claims tasks, calls connectors, retries, paces, buries.
+
+One asyncio task per process. It wakes the moment a local commit records lifecycle events
+(broker.lifecycle.wakeup) and otherwise polls every ``delivery_poll_seconds`` for work accepted by
+other processes or due for retry. Database work runs in threads (the sync engine); deliveries of a
+claimed batch run concurrently, each paced to its workspace's ``rate_per_second``.
+
+Failure mapping (connectors.base exception tree):
+    RetryableError    -> retried after max(Retry-After, full-jitter exponential backoff)
+    CredentialsError  -> retried with backoff; the workspace's status_reason says why
+    RejectedError     -> dead letter at once (the workspace refuses this request for good)
+    UnsupportedError  -> revoke_sessions: receipt "unsupported"; suspend: falls back to deprovision
+    anything else     -> retried (a bug must not lose a leaver); dead after max attempts
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import random
+import time
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from sqlalchemy import Engine, insert, update
+from sqlmodel import Session, col, select
+
+from broker.audit.log import Actor, append_audit
+from broker.lifecycle import wakeup
+from broker.lifecycle.engine import process_events
+from broker.lifecycle.grants import AccountState, WorkspaceAccount
+from broker.lifecycle.outbox import DeliveryTask, TaskAction, claim_tasks, complete_task, reschedule_task
+from broker.settings import Settings
+from broker.types import utcnow
+from broker.workspaces.models import Workspace, WorkspaceStatus
+from broker.workspaces.service import connector_config
+from connectors.base import (
+    AccountRef,
+    AccountSpec,
+    Connector,
+    ConnectorError,
+    CredentialsError,
+    RejectedError,
+    Result,
+    RetryableError,
+    UnsupportedError,
+)
+
+__all__ = ["DeliveryWorker", "spec_from_json"]
+
+log = logging.getLogger("entente.delivery")
+_WORKER = Actor(kind="system", id="delivery-worker")
+_ACCOUNTS = WorkspaceAccount.__table__  # type: ignore[attr-defined]
+_STATE_AFTER = {
+    TaskAction.UPDATE: AccountState.ACTIVE,
+    TaskAction.SUSPEND: AccountState.SUSPENDED,
+    TaskAction.DEPROVISION: AccountState.DEPROVISIONED,
+}
+
+
+def spec_from_json(spec: Mapping[str, Any]) -> AccountSpec:
+    """The AccountSpec a task carries (stored as JSON by the engine)."""
+    return AccountSpec(
+        user_name=spec["user_name"],
+        email=spec.get("email"),
+        display_name=spec.get("display_name"),
+        given_name=spec.get("given_name"),
+        family_name=spec.get("family_name"),
+        roles=frozenset(spec.get("roles") or ()),
+        groups=frozenset(spec.get("groups") or ()),
+        active=bool(spec.get("active", True)),
+        attributes=dict(spec.get("attributes") or {}),
+    )
+
+
+@dataclass(frozen=True)
+class _Done:
+    outcome: str
+    remote_id: str | None
+    action: TaskAction
+
+
+@dataclass(frozen=True)
+class _Failed:
+    error: str
+    delay: float | None
+    """Seconds until the next attempt; ``None`` buries the task."""
+    credentials: bool = False
+
+
+class _Pacer:
+    """Spaces calls to one workspace at least ``1 / rate`` seconds apart (per process)."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self.next_at = 0.0
+
+    async def wait(self) -> None:
+        now = time.monotonic()
+        at = max(now, self.next_at)
+        self.next_at = at + self.interval
+        if at > now:
+            await asyncio.sleep(at - now)
+
+
+class DeliveryWorker:
+    """Engine + outbox consumer of one process; ``run`` until ``stop`` is set."""
+
+    def __init__(self, *, engine: Engine, settings: Settings, http: httpx.AsyncClient | None = None) -> None:
+        self.engine = engine
+        self.settings = settings
+        self._http = http
+        self._owns_http = http is None
+        self._connectors: dict[str, tuple[str, Connector]] = {}
+        self._pacers: dict[str, _Pacer] = {}
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- waking -------------------------------------------------------------------------------
+    def _wake_threadsafe(self) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake.set)
+
+    # -- database steps (run in threads) ------------------------------------------------------
+    def _session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    def _run_engine(self) -> int:
+        consumed = 0
+        with self._session() as session:
+            while (n := process_events(session)) > 0:
+                consumed += n
+        return consumed
+
+    def _claim(self) -> tuple[list[DeliveryTask], dict[str, Workspace], dict[tuple[str, str], str | None]]:
+        with self._session() as session:
+            workspaces = {w.id: w for w in session.exec(select(Workspace)).all()}
+            paused = [w.id for w in workspaces.values() if w.status == WorkspaceStatus.PAUSED.value]
+            tasks = claim_tasks(
+                session,
+                limit=self.settings.delivery_batch_size,
+                lease=dt.timedelta(seconds=self.settings.delivery_lease_seconds),
+                exclude_workspaces=paused,
+            )
+            remote: dict[tuple[str, str], str | None] = {}
+            if tasks:
+                rows = session.exec(
+                    select(
+                        WorkspaceAccount.workspace_id, WorkspaceAccount.subject_id, WorkspaceAccount.remote_id
+                    ).where(col(WorkspaceAccount.subject_id).in_({t.subject_id for t in tasks}))
+                ).all()
+                remote = {(w, s): r for w, s, r in rows}
+        return tasks, workspaces, remote
+
+    def _record(self, results: list[tuple[DeliveryTask, _Done | _Failed]], workspaces: Mapping[str, Workspace]) -> None:
+        with self._session() as session:
+            for task, result in results:
+                if isinstance(result, _Done):
+                    complete_task(session, task, outcome=result.outcome, remote_id=result.remote_id)
+                    self._remember_account(session, task, result)
+                else:
+                    reschedule_task(session, task, delay=result.delay, error=result.error)
+                    if result.credentials:
+                        session.execute(
+                            update(Workspace.__table__)  # type: ignore[attr-defined]
+                            .where(Workspace.__table__.c.id == task.workspace_id)  # type: ignore[attr-defined]
+                            .values(status_reason=result.error[:500])
+                        )
+                append_audit(
+                    session,
+                    actor=_WORKER,
+                    action=f"delivery.{task.action}" if isinstance(result, _Done) else "delivery.failed",
+                    partner_id=task.partner_id,
+                    resource_type="Task",
+                    resource_id=str(task.id),
+                    detail={
+                        "workspace": workspaces[task.workspace_id].slug if task.workspace_id in workspaces else None,
+                        "subject_id": task.subject_id,
+                        "attempt": task.attempts,
+                        **(
+                            {"outcome": result.outcome, "remote_id": result.remote_id}
+                            if isinstance(result, _Done)
+                            else {"error": result.error[:300], "dead": result.delay is None}
+                        ),
+                    },
+                )
+            session.commit()
+
+    @staticmethod
+    def _remember_account(session: Session, task: DeliveryTask, result: _Done) -> None:
+        state = _STATE_AFTER.get(result.action)
+        existing = session.exec(
+            select(WorkspaceAccount).where(
+                WorkspaceAccount.workspace_id == task.workspace_id,
+                WorkspaceAccount.partner_id == task.partner_id,
+                WorkspaceAccount.subject_id == task.subject_id,
+            )
+        ).first()
+        values: dict[str, Any] = {"updated_at": utcnow()}
+        if result.remote_id is not None:
+            values["remote_id"] = result.remote_id
+        if state is not None:
+            values["state"] = state.value
+        if existing is None:
+            if state is None and result.remote_id is None:
+                return
+            session.execute(
+                insert(_ACCOUNTS),
+                {
+                    "workspace_id": task.workspace_id,
+                    "partner_id": task.partner_id,
+                    "subject_id": task.subject_id,
+                    "state": (state or AccountState.ACTIVE).value,
+                    **values,
+                },
+            )
+        else:
+            session.execute(update(_ACCOUNTS).where(_ACCOUNTS.c.id == existing.id).values(**values))
+
+    # -- delivery -----------------------------------------------------------------------------
+    def _connector(self, workspace: Workspace) -> Connector:
+        cached = self._connectors.get(workspace.id)
+        if cached is not None and cached[0] == workspace.config_sealed:
+            return cached[1]
+        assert self._http is not None
+        connector = connector_config(self.settings, workspace).open(self._http)
+        self._connectors[workspace.id] = (workspace.config_sealed, connector)
+        return connector
+
+    def _backoff(self, attempts: int) -> float:
+        ceiling = min(
+            self.settings.delivery_backoff_max_seconds,
+            self.settings.delivery_backoff_seconds * (2 ** max(0, attempts - 1)),
+        )
+        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not a secret
+
+    def _retry(
+        self, task: DeliveryTask, error: str, *, hint: float | None = None, credentials: bool = False
+    ) -> _Failed:
+        if task.attempts >= self.settings.delivery_max_attempts:
+            return _Failed(f"{error} (gave up after {task.attempts} attempts)", None, credentials)
+        return _Failed(error, max(hint or 0.0, self._backoff(task.attempts)), credentials)
+
+    async def _call(
+        self, connector: Connector, task: DeliveryTask, ref: AccountRef
+    ) -> tuple[Result | None, TaskAction]:
+        """Run the task's action; ``None`` = the workspace has no such lever (and no fallback applies)."""
+        op_id = str(task.id)
+        action = TaskAction(task.action)
+        if action is TaskAction.UPDATE:
+            return await connector.update(ref, spec_from_json(task.spec or {}), op_id=op_id), action
+        if action is TaskAction.SUSPEND:
+            try:
+                return await connector.suspend(ref, op_id=op_id), action
+            except UnsupportedError:  # policy fallback: an account that cannot be disabled is removed
+                return await connector.deprovision(ref, op_id=op_id), TaskAction.DEPROVISION
+        if action is TaskAction.REVOKE_SESSIONS:
+            try:
+                return await connector.revoke_sessions(ref, op_id=op_id), action
+            except UnsupportedError:
+                return None, action
+        return await connector.deprovision(ref, op_id=op_id), action
+
+    async def _deliver(self, task: DeliveryTask, workspace: Workspace, remote_id: str | None) -> _Done | _Failed:
+        pacer = self._pacers.setdefault(workspace.id, _Pacer(workspace.rate_per_second))
+        pacer.interval = 1.0 / workspace.rate_per_second if workspace.rate_per_second > 0 else 0.0
+        await pacer.wait()
+        ref = AccountRef(tenant_id=task.partner_id, subject_id=task.subject_id, remote_id=remote_id)
+        try:
+            result, action = await self._call(self._connector(workspace), task, ref)
+        except RetryableError as exc:
+            return self._retry(task, exc.detail, hint=exc.retry_after)
+        except CredentialsError as exc:
+            return self._retry(task, exc.detail, credentials=True)
+        except RejectedError as exc:
+            return _Failed(exc.detail, None)
+        except ConnectorError as exc:
+            return self._retry(task, exc.detail)
+        except Exception as exc:  # a connector bug must not lose the task: retry, then bury visibly
+            log.exception("delivery of task %s to %s failed unexpectedly", task.id, workspace.slug)
+            return self._retry(task, f"{type(exc).__name__}: {exc}")
+        if result is None:
+            return _Done("unsupported", remote_id, action)
+        return _Done(result.outcome.value, result.remote_id or remote_id, action)
+
+    async def run_once(self) -> int:
+        """One engine pass and one claim-deliver-record round; returns how many tasks were attempted."""
+        await asyncio.to_thread(self._run_engine)
+        tasks, workspaces, remote = await asyncio.to_thread(self._claim)
+        if not tasks:
+            return 0
+        missing = _Failed("workspace removed", None)
+
+        async def deliver(task: DeliveryTask) -> tuple[DeliveryTask, _Done | _Failed]:
+            workspace = workspaces.get(task.workspace_id)
+            if workspace is None:
+                return task, missing
+            return task, await self._deliver(task, workspace, remote.get((task.workspace_id, task.subject_id)))
+
+        results = await asyncio.gather(*(deliver(task) for task in tasks))
+        await asyncio.to_thread(self._record, list(results), workspaces)
+        return len(tasks)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until ``stop`` is set; an unexpected error is logged and the loop goes on."""
+        self._loop = asyncio.get_running_loop()
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=self.settings.delivery_timeout_seconds)
+        wakeup.subscribe(self._wake_threadsafe)
+        try:
+            while not stop.is_set():
+                self._wake.clear()
+                try:
+                    if await self.run_once():
+                        continue
+                except Exception:
+                    log.exception("delivery round failed; retrying after the poll interval")
+                await _first(self._wake.wait(), stop.wait(), timeout=self.settings.delivery_poll_seconds)
+        finally:
+            wakeup.unsubscribe(self._wake_threadsafe)
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        for _, connector in self._connectors.values():
+            with contextlib.suppress(Exception):
+                await connector.aclose()
+        self._connectors.clear()
+        if self._owns_http and self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+
+async def _first(*waits: Awaitable[Any], timeout: float) -> None:
+    """Return when any of ``waits`` finishes or ``timeout`` passes; cancel the rest."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
