@@ -4,10 +4,18 @@
 """
 
 from connectors.base import ConnectorConfig
+from connectors.github import GitHubConnectorConfig
+from connectors.matrix import MatrixConnectorConfig
 from connectors.scim import ScimConnectorConfig
+from connectors.slack import SlackConnectorConfig
+from connectors.webhook import WebhookConnectorConfig
 
 __all__ = ["REGISTRY"]
 
 REGISTRY: dict[str, type[ConnectorConfig]] = {
     "scim": ScimConnectorConfig,
+    "matrix": MatrixConnectorConfig,
+    "webhook": WebhookConnectorConfig,
+    "slack": SlackConnectorConfig,
+    "github": GitHubConnectorConfig,
 }

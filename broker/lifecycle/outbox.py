@@ -183,7 +183,9 @@ def claim_tasks(
         )
     )
     claimed = select(DeliveryTask).where(col(DeliveryTask.id).in_(ids)).order_by(col(DeliveryTask.id))
-    tasks = list(session.exec(claimed).all())
+    tasks = list(session.scalars(claimed).all())
+    for task in tasks:
+        session.expunge(task)  # plain values from here on: the commit below must not expire them
     session.commit()
     return tasks
 

@@ -288,8 +288,21 @@ class DeliveryWorker:
             return _Done("unsupported", remote_id, action)
         return _Done(result.outcome.value, result.remote_id or remote_id, action)
 
+    async def __aenter__(self) -> DeliveryWorker:
+        self._ensure_http()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def _ensure_http(self) -> None:
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=self.settings.delivery_timeout_seconds)
+            self._owns_http = True
+
     async def run_once(self) -> int:
         """One engine pass and one claim-deliver-record round; returns how many tasks were attempted."""
+        self._ensure_http()
         await asyncio.to_thread(self._run_engine)
         tasks, workspaces, remote = await asyncio.to_thread(self._claim)
         if not tasks:
@@ -309,8 +322,7 @@ class DeliveryWorker:
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until ``stop`` is set; an unexpected error is logged and the loop goes on."""
         self._loop = asyncio.get_running_loop()
-        if self._http is None:
-            self._http = httpx.AsyncClient(timeout=self.settings.delivery_timeout_seconds)
+        self._ensure_http()
         wakeup.subscribe(self._wake_threadsafe)
         try:
             while not stop.is_set():

@@ -219,7 +219,9 @@ def test_grant_past_its_end_date_expires_by_itself(engine: Engine, settings: Set
     assert [a for _, a, _ in tasks_of(engine, lea["id"])] == ["update", "revoke_sessions", "deprovision"]
 
 
-def test_every_grant_is_audited_with_its_rule(engine: Engine, settings: Settings, partner: PartnerHandle, audit) -> None:  # type: ignore[no-untyped-def]
+def test_every_grant_is_audited_with_its_rule(
+    engine: Engine, settings: Settings, partner: PartnerHandle, audit
+) -> None:  # type: ignore[no-untyped-def]
     ws = new_workspace(engine, settings)
     apply_policy(engine, _policy(partner.slug, ws.slug), partner_ids=[partner.id])
     max_ = partner.create_user("max")
