@@ -11,6 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from broker.clikit import actor, database_error, fail, open_session, parse_duration
 from broker.db import migrate
+from broker.demo import set_up_demo
 from broker.errors import BrokerError
 from broker.lifecycle.cli import outbox_app, worker
 from broker.policy.cli import policy_app
@@ -18,7 +19,6 @@ from broker.settings import Settings
 from broker.tenants.models import DomainPolicy
 from broker.tenants.service import (
     add_partner,
-    get_partner,
     issue_scim_token,
     list_partners,
     list_tokens,
@@ -78,27 +78,19 @@ def demo(
     port: Annotated[int | None, typer.Option(help="Port.")] = None,
     serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve after setting up.")] = True,
 ) -> None:
-    """Set up a demo partner 'acme' (acme.test) on the configured database, print a token, then serve."""
+    """Set up partner 'acme', the demo workspace 'demo-wiki' and their policy; print a token; serve."""
     settings = Settings()
     migrate(settings)
     with open_session(settings) as session:
-        try:
-            get_partner(session=session, slug="acme")
-        except BrokerError:
-            add_partner(
-                session=session,
-                slug="acme",
-                name="Acme Corp (demo)",
-                domains=["acme.test"],
-                actor=actor(),
-                domain_policy=DomainPolicy.ENFORCE,
-            )
-        issued = issue_scim_token(
-            session=session, slug="acme", expires_in=dt.timedelta(days=30), actor=actor(), label="demo"
-        )
+        setup = set_up_demo(session, settings=settings, actor=actor())
+    issued = setup.acme_token
     base = settings.public_base_url.rstrip("/")
     typer.echo(f"Demo partner 'acme' (domain acme.test). SCIM base URL: {base}/scim/v2")
     typer.echo(f"Try: curl -H 'Authorization: Bearer $TOKEN' {base}/scim/v2/Users")
+    typer.echo(
+        "Workspace 'demo-wiki' (a SCIM app: Entente's own tenant 'demo-wiki'): acme users in group 'eng' are "
+        "provisioned there; see `entente workspace status demo-wiki`."
+    )
     typer.echo("SCIM bearer token (shown once):")
     typer.echo(issued.secret_text)
     sys.stdout.flush()

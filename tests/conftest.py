@@ -231,4 +231,9 @@ def assert_scim_error(response: Any, status: int, scim_type: str | None = None) 
 # Real peers on 127.0.0.1 (tests/peers): registered once here so every module shares one
 # `entente serve` per database backend and one scim2-server per session; a fixture imported into
 # each test module would be a separate fixture there, and start its own process.
-pytest_plugins = ["tests.peers.entente_process", "tests.peers.scim2_server_process", "tests.peers.synapse_process"]
+pytest_plugins = [
+    "tests.cli_runner",
+    "tests.peers.entente_process",
+    "tests.peers.scim2_server_process",
+    "tests.peers.synapse_process",
+]

@@ -6,12 +6,8 @@ are one clear line on stderr with exit code 1, never a traceback.
 from __future__ import annotations
 
 import datetime as dt
-import os
-import re
-import subprocess
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -19,68 +15,8 @@ from fastapi.testclient import TestClient
 
 from broker.main import create_app
 from broker.settings import Settings
-from tests.conftest import PG_URL_BASE, SCIM_BASE, USER_SCHEMA, _create_pg_database, _drop_pg_database
-
-ENTENTE = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "entente")
-TOKEN_RE = re.compile(r"^ent_scim_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
-
-
-@dataclass
-class Run:
-    code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def lines(self) -> list[str]:
-        return self.stdout.splitlines()
-
-
-@dataclass
-class Cli:
-    """The console script bound to one database."""
-
-    url: str
-
-    def __call__(self, *args: str) -> Run:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ENTENTE_")}
-        env["ENTENTE_DATABASE_URL"] = self.url
-        env["COLUMNS"] = "200"  # keep typer's usage boxes on one line each
-        done = subprocess.run([ENTENTE, *args], env=env, capture_output=True, text=True, timeout=120, check=False)
-        result = Run(done.returncode, done.stdout, done.stderr)
-        assert "Traceback" not in result.stdout + result.stderr, result
-        return result
-
-    def ok(self, *args: str) -> Run:
-        result = self(*args)
-        assert result.code == 0, result
-        assert result.stderr == "", result
-        return result
-
-    def fails(self, *args: str, message: str) -> Run:
-        """Exit code 1 and exactly one line on stderr, ``error: <message>``, nothing on stdout."""
-        result = self(*args)
-        assert result.code == 1, result
-        assert result.stderr == f"error: {message}\n", result
-        assert result.stdout == "", result
-        return result
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def cli(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
-    """A fresh, empty database per backend, migrated by `entente migrate` itself."""
-    if request.param == "sqlite":
-        runner = Cli(f"sqlite:///{tmp_path_factory.mktemp('cli') / 'entente.db'}")
-        assert runner.ok("migrate").stdout == "schema is up to date\n"
-        yield runner
-        return
-    name = _create_pg_database()
-    try:
-        runner = Cli(f"{PG_URL_BASE}/{name}")
-        assert runner.ok("migrate").stdout == "schema is up to date\n"
-        yield runner
-    finally:
-        _drop_pg_database(name)
+from tests.cli_runner import TOKEN_RE, Cli
+from tests.conftest import SCIM_BASE, USER_SCHEMA
 
 
 @pytest.fixture(scope="module")
