@@ -43,6 +43,7 @@ __all__ = [
     "account_spec",
     "expire_grants",
     "process_events",
+    "revocation_actions",
     "reconcile_partner",
     "reconcile_subjects",
 ]
@@ -96,7 +97,7 @@ def _spec_digest(spec: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(spec)).hexdigest()
 
 
-def _revocation(workspace: Workspace) -> list[TaskAction]:
+def revocation_actions(workspace: Workspace) -> list[TaskAction]:
     """Losing access: end sessions first, then disable or remove the account, as the workspace is set."""
     last = TaskAction.SUSPEND if workspace.on_leave == OnLeave.SUSPEND.value else TaskAction.DEPROVISION
     return [TaskAction.REVOKE_SESSIONS, last]
@@ -175,7 +176,7 @@ def reconcile_subjects(
             if workspace is None:
                 continue
             session.execute(delete(_GRANTS).where(_GRANTS.c.id == row.id))
-            for action in _revocation(workspace):
+            for action in revocation_actions(workspace):
                 task(workspace, action)
             changes.append(
                 AccessChange(

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 from typing import Annotated
 
+import httpx
 import typer
+from sqlmodel import Session
 
+from broker.audit.log import append_audit
 from broker.clikit import actor, fail, open_session
 from broker.errors import BrokerError, InvalidValue
+from broker.lifecycle import wakeup
 from broker.lifecycle.outbox import queue_stats
+from broker.lifecycle.reconcile import Drift, find_drift, repair_drift
 from broker.settings import Settings
-from broker.workspaces.models import OnLeave, WorkspaceStatus
-from broker.workspaces.service import add_workspace, get_workspace, list_workspaces, set_workspace_status
+from broker.workspaces.models import OnLeave, Workspace, WorkspaceStatus
+from broker.workspaces.service import (
+    add_workspace,
+    connector_config,
+    get_workspace,
+    list_workspaces,
+    set_workspace_status,
+)
+from connectors.base import ConnectorError
 
 __all__ = ["workspace_app"]
 
@@ -126,3 +140,44 @@ def workspace_pause(slug: str, reason: Annotated[str, typer.Option(help="Why (au
 def workspace_resume(slug: str) -> None:
     """Deliver again to a paused workspace, in order, from where it stopped."""
     _set_status(slug, WorkspaceStatus.ACTIVE, None)
+
+
+@workspace_app.command("reconcile")
+def workspace_reconcile(
+    slug: str,
+    fix: Annotated[bool, typer.Option("--fix", help="Queue repairs: revoke orphans, re-provision missing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Compare the workspace's accounts with the grants: orphaned, missing and unmanaged accounts."""
+    settings = Settings()
+    with open_session(settings) as session:
+        try:
+            workspace = get_workspace(session, slug=slug)
+            drift = asyncio.run(_drift(settings, session, workspace))
+        except (BrokerError, ConnectorError) as error:
+            fail(error if isinstance(error, BrokerError) else InvalidValue(f"{slug}: {error.detail}"))
+        repaired = 0
+        if fix:
+            repaired = repair_drift(session, workspace=workspace, drift=drift)
+            append_audit(
+                session, actor=actor(), action="workspace.reconciled", partner_id=None, resource_type="Workspace",
+                resource_id=workspace.id, detail={"drift": len(drift), "repaired": repaired},
+            )  # fmt: skip
+            session.commit()
+            wakeup.notify()
+    if as_json:
+        typer.echo(json.dumps([dataclasses.asdict(d) for d in drift], indent=2))
+        return
+    for d in drift:
+        typer.echo(f"{d.kind:9} {d.subject_id or '-':36} {d.remote_id or '-':36} {d.user_name or ''}")
+    summary = f"{len(drift)} difference{'s' if len(drift) != 1 else ''}"
+    typer.echo(summary + (f"; repairs queued for {repaired} people" if fix else ""))
+
+
+async def _drift(settings: Settings, session: Session, workspace: Workspace) -> list[Drift]:
+    async with httpx.AsyncClient(timeout=settings.delivery_timeout_seconds) as http:
+        connector = connector_config(settings, workspace).open(http)
+        try:
+            return await find_drift(session, workspace=workspace, connector=connector)
+        finally:
+            await connector.aclose()
