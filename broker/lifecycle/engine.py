@@ -258,10 +258,10 @@ def process_events(session: Session, *, limit: int = 500) -> int:
     if not events:
         session.commit()
         return 0
-    affected = _affected(session, events)
+    workspaces = list(session.exec(select(Workspace)).all())
+    affected = _affected(session, events) if workspaces else {}  # no workspace: nobody can gain or lose anything
     if affected:
         policies = active_policies(session)
-        workspaces = list(session.exec(select(Workspace)).all())
         now = utcnow()
         for partner_id, causes in affected.items():
             reconcile_subjects(
