@@ -113,7 +113,8 @@ def upgrade() -> None:
     sa.Column('first_attempt_at', broker.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('last_error', sqlmodel.sql.sqltypes.AutoString(length=1000), nullable=True),
     sa.ForeignKeyConstraint(['workspace_id'], ['workspace.id'], ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id')
+    sa.PrimaryKeyConstraint('id'),
+    sqlite_autoincrement=True,  # a task id is the op_id workspaces deduplicate on: never hand one out twice
     )
     with op.batch_alter_table('delivery_task', schema=None) as batch_op:
         batch_op.create_index('ix_delivery_task_due', ['state', 'not_before'], unique=False)

@@ -25,7 +25,6 @@ from sqlalchemy import delete, func, insert, update
 from sqlmodel import Session, col, select
 
 from broker.audit.log import Actor, append_audit, canonical_json
-from broker.db import is_sqlite
 from broker.lifecycle.events import LifecycleEvent
 from broker.lifecycle.facts import Person, load_people, transitive_user_members
 from broker.lifecycle.grants import AccessGrant, EngineCursor
@@ -172,15 +171,15 @@ def reconcile_subjects(
                 )
             )
         for workspace_id, row in held.items():
-            workspace = by_id.get(workspace_id)
-            if workspace is None:
+            lost = by_id.get(workspace_id)
+            if lost is None:
                 continue
             session.execute(delete(_GRANTS).where(_GRANTS.c.id == row.id))
-            for action in revocation_actions(workspace):
-                task(workspace, action)
+            for action in revocation_actions(lost):
+                task(lost, action)
             changes.append(
                 AccessChange(
-                    partner_id, subject_id, user_name, workspace.slug, "lose", row.role, None, row.rule_id, row.until
+                    partner_id, subject_id, user_name, lost.slug, "lose", row.role, None, row.rule_id, row.until
                 )
             )
     for change in changes:
@@ -210,7 +209,7 @@ def _lock_cursor(session: Session) -> EngineCursor | None:
     One engine at a time: two engines deciding for the same person at once would both write grants.
     """
     query = select(EngineCursor).where(EngineCursor.name == _CURSOR)
-    if not is_sqlite(str(session.get_bind().url)):
+    if session.get_bind().dialect.name != "sqlite":
         query = query.with_for_update(skip_locked=True)
     cursor = session.exec(query).first()
     if cursor is None:

@@ -17,10 +17,8 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, Column, Index, and_, delete, exists, func, insert, or_, select, update
-from sqlalchemy.orm import aliased
 from sqlmodel import Field, Session, SQLModel, col
 
-from broker.db import is_sqlite
 from broker.types import UTCDateTime, utcnow
 
 __all__ = [
@@ -59,6 +57,9 @@ class DeliveryTask(SQLModel, table=True):
     __table_args__ = (
         Index("ix_delivery_task_due", "state", "not_before"),
         Index("ix_delivery_task_pair", "workspace_id", "subject_id", "id"),
+        # The id is the op_id receivers deduplicate on (webhook-id): SQLite must never hand out the id
+        # of a delivered (deleted) task again, which it does without AUTOINCREMENT.
+        {"sqlite_autoincrement": True},
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -152,22 +153,22 @@ def claim_tasks(
 ) -> list[DeliveryTask]:
     """Claim up to ``limit`` due tasks (oldest first), one per (workspace, person) pair, and commit the claim."""
     now = utcnow()
-    earlier = aliased(DeliveryTask)
+    t, earlier = _TASKS, _TASKS.alias("earlier")
     due = or_(
-        and_(col(DeliveryTask.state) == TaskState.PENDING.value, col(DeliveryTask.not_before) <= now),
-        and_(col(DeliveryTask.state) == TaskState.RUNNING.value, col(DeliveryTask.lease_until) < now),
+        and_(t.c.state == TaskState.PENDING.value, t.c.not_before <= now),
+        and_(t.c.state == TaskState.RUNNING.value, t.c.lease_until < now),
     )
     blocked = exists().where(
-        earlier.workspace_id == DeliveryTask.workspace_id,
-        earlier.subject_id == DeliveryTask.subject_id,
-        col(earlier.id) < col(DeliveryTask.id),
-        col(earlier.state).in_([TaskState.PENDING.value, TaskState.RUNNING.value]),
+        earlier.c.workspace_id == t.c.workspace_id,
+        earlier.c.subject_id == t.c.subject_id,
+        earlier.c.id < t.c.id,
+        earlier.c.state.in_([TaskState.PENDING.value, TaskState.RUNNING.value]),
     )
-    query = select(DeliveryTask.id).where(due, ~blocked).order_by(col(DeliveryTask.id)).limit(limit)
+    query = select(t.c.id).where(due, ~blocked).order_by(t.c.id).limit(limit)
     if exclude_workspaces:
-        query = query.where(col(DeliveryTask.workspace_id).not_in(list(exclude_workspaces)))
-    if not is_sqlite(str(session.get_bind().url)):
-        query = query.with_for_update(skip_locked=True, of=DeliveryTask)  # type: ignore[arg-type]
+        query = query.where(t.c.workspace_id.not_in(list(exclude_workspaces)))
+    if session.get_bind().dialect.name != "sqlite":
+        query = query.with_for_update(skip_locked=True, of=t)
     ids = [row[0] for row in session.execute(query)]
     if not ids:
         session.rollback()
