@@ -6,6 +6,7 @@ from broker.lifecycle.grants import AccessGrant, EngineCursor, WorkspaceAccount
 from broker.lifecycle.outbox import DeliveryReceipt, DeliveryTask
 from broker.policy.store import PolicyVersion
 from broker.scim.models import GroupMember, ScimGroup, ScimUser, ScimValue
+from broker.sessions.models import LoginSession
 from broker.tenants.models import Partner, PartnerDomain, ScimToken
 from broker.workspaces.models import Workspace
 
@@ -17,6 +18,7 @@ __all__ = [
     "EngineCursor",
     "GroupMember",
     "LifecycleEvent",
+    "LoginSession",
     "Partner",
     "PartnerDomain",
     "PolicyVersion",
