@@ -21,14 +21,15 @@ as the workspace's idempotency key where the workspace has one.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
-from typing import ClassVar, Protocol
+from typing import Annotated, ClassVar, Protocol
 
 import httpx
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 __all__ = [
     "AccountRef",
@@ -37,6 +38,7 @@ __all__ = [
     "ConnectorConfig",
     "ConnectorError",
     "CredentialsError",
+    "NameSet",
     "Outcome",
     "RejectedError",
     "RemoteAccount",
@@ -45,6 +47,7 @@ __all__ = [
     "UnsupportedError",
     "error_for_response",
     "mapping_or_empty",
+    "parse_retry_after",
 ]
 
 
@@ -175,18 +178,39 @@ class Connector(Protocol):
         ...
 
 
+def _names(value: object) -> object:
+    """A ``--set KEY=VALUE`` string as a list of names: a JSON list, else comma-separated; other values as they are."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        return json.loads(text)  # a ValueError becomes the field's validation error
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+NameSet = Annotated[frozenset[str], BeforeValidator(_names)]
+"""A config field holding a set of names (groups, teams). From ``--set`` it is written ``a,b`` or, for names
+containing commas, as a JSON list ``["Sales, EMEA","b"]``; stored configs hold a JSON list."""
+
+
 class ConnectorConfig(BaseModel):
     """Typed, validated configuration of one connector kind; secrets are ``SecretStr``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: ClassVar[str]
+    """The registry key of this config's connector kind: a class constant, never a field or a stored value."""
 
     def open(self, http: httpx.AsyncClient) -> Connector:
         """Build the connector on a caller-owned HTTP client (timeouts and pooling are the caller's)."""
         raise NotImplementedError  # each kind overrides; the base class is never registered
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    """RFC 9110 §10.2.3 ``Retry-After`` as seconds (delay-seconds or an HTTP-date), ``None`` if absent or bad."""
+def parse_retry_after(response: httpx.Response) -> float | None:
+    """RFC 9110 §10.2.3 ``Retry-After`` as seconds (delay-seconds or an HTTP-date), ``None`` if absent or bad.
+
+    An HTTP-date in the past gives ``0.0``. Every connector reads the header through this function.
+    """
     value = response.headers.get("Retry-After")
     if value is None:
         return None
@@ -197,6 +221,8 @@ def _retry_after(response: httpx.Response) -> float | None:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:  # "-0000" parses naive; HTTP-dates are UTC (RFC 9110 §5.6.7)
+        when = when.replace(tzinfo=dt.UTC)
     return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
 
 
@@ -205,7 +231,7 @@ def error_for_response(response: httpx.Response, *, doing: str) -> ConnectorErro
     status = response.status_code
     detail = f"{doing}: HTTP {status} {response.text[:300]}"
     if status == 429 or status >= 500 or status == 408:
-        return RetryableError(detail, retry_after=_retry_after(response))
+        return RetryableError(detail, retry_after=parse_retry_after(response))
     if status in (401, 403):
         return CredentialsError(detail)
     return RejectedError(detail)

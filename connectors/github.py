@@ -51,6 +51,7 @@ from connectors.base import (
     AccountSpec,
     ConnectorConfig,
     ConnectorError,
+    NameSet,
     Outcome,
     RejectedError,
     RemoteAccount,
@@ -59,7 +60,9 @@ from connectors.base import (
     UnsupportedError,
     error_for_response,
     mapping_or_empty,
+    parse_retry_after,
 )
+from connectors.http import HttpApi, bearer
 
 __all__ = ["GitHubConnectorConfig", "GitHubConnector", "github_error"]
 
@@ -83,7 +86,7 @@ class GitHubConnectorConfig(ConnectorConfig):
     login_attribute: str = Field(
         default="github_login", description="The AccountSpec.attributes key holding the person's GitHub login."
     )
-    managed_teams: frozenset[str] = Field(
+    managed_teams: NameSet = Field(
         default=frozenset(), description="Team slugs whose membership Entente owns; spec.groups must be among them."
     )
 
@@ -104,9 +107,9 @@ class GitHubConnectorConfig(ConnectorConfig):
 def github_error(response: httpx.Response, *, doing: str) -> ConnectorError:
     """Map a failed GitHub response; primary and secondary rate limits (403 or 429) are retryable."""
     if response.status_code in (403, 429):
-        retry_after = response.headers.get("retry-after", "").strip()
-        if retry_after.isdigit():
-            return RetryableError(f"{doing}: GitHub rate limit (retry-after)", retry_after=float(retry_after))
+        retry_after = parse_retry_after(response)
+        if retry_after is not None:
+            return RetryableError(f"{doing}: GitHub rate limit (retry-after)", retry_after=retry_after)
         reset = response.headers.get("x-ratelimit-reset", "").strip()
         if response.headers.get("x-ratelimit-remaining") == "0":
             wait = max(0.0, float(reset) - time.time()) if reset.isdigit() else SECONDARY_LIMIT_WAIT
@@ -133,30 +136,9 @@ class GitHubConnector:
 
     def __init__(self, config: GitHubConnectorConfig, http: httpx.AsyncClient) -> None:
         self._config = config
-        self._http = http
-        self._root = str(config.api_url).rstrip("/")
-        self._org = f"{self._root}/orgs/{config.org}"
-
-    async def _call(
-        self, method: str, url: str, *, doing: str, ok_404: bool = False, **kwargs: Any
-    ) -> httpx.Response | None:
-        """One REST call; ``None`` for 404 when ``ok_404``; other failures raise the mapped error."""
-        headers = {
-            "Accept": "application/vnd.github+json",
-            "X-GitHub-Api-Version": API_VERSION,
-            "Authorization": f"Bearer {self._config.token.get_secret_value()}",
-        }
-        try:
-            response = await self._http.request(method, url, headers=headers, **kwargs)
-        except httpx.TimeoutException as exc:
-            raise RetryableError(f"{doing}: timed out ({type(exc).__name__})") from exc
-        except httpx.TransportError as exc:
-            raise RetryableError(f"{doing}: {type(exc).__name__}: {exc}") from exc
-        if ok_404 and response.status_code == 404:
-            return None
-        if not response.is_success:
-            raise github_error(response, doing=doing)
-        return response
+        self._org = f"/orgs/{config.org}"
+        headers = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION, **bearer(config.token)}
+        self._api = HttpApi(http, str(config.api_url), headers=headers, classify=github_error)
 
     @staticmethod
     def _json(response: httpx.Response | None) -> Mapping[str, Any]:
@@ -179,7 +161,9 @@ class GitHubConnector:
 
     async def _membership(self, login: str) -> Mapping[str, Any] | None:
         """The org membership (active or pending) of ``login``, ``None`` if neither."""
-        found = await self._call("GET", f"{self._org}/memberships/{login}", doing=f"github: read {login}", ok_404=True)
+        found = await self._api.send(
+            "GET", f"{self._org}/memberships/{login}", doing=f"github: read {login}", missing_ok=True
+        )
         return None if found is None else self._json(found)
 
     async def update(self, ref: AccountRef, spec: AccountSpec, *, op_id: str) -> Result:
@@ -194,7 +178,7 @@ class GitHubConnector:
         membership = await self._membership(login)
         changed = False
         if membership is None or membership.get("role") != role:
-            put = await self._call(
+            put = await self._api.send(
                 "PUT", f"{self._org}/memberships/{login}", doing=f"github: set {login} as {role}", json={"role": role}
             )
             membership = self._json(put)
@@ -202,18 +186,18 @@ class GitHubConnector:
         login = _login_of(membership, login)
         for slug in sorted(self._config.managed_teams):
             url = f"{self._org}/teams/{slug}/memberships/{login}"
-            present = await self._call("GET", url, doing=f"github: read {login} in team {slug}", ok_404=True)
+            present = await self._api.send("GET", url, doing=f"github: read {login} in team {slug}", missing_ok=True)
             if slug in spec.groups and present is None:
-                await self._call("PUT", url, doing=f"github: add {login} to team {slug}", json={"role": "member"})
+                await self._api.send("PUT", url, doing=f"github: add {login} to team {slug}", json={"role": "member"})
                 changed = True
             elif slug not in spec.groups and present is not None:
-                await self._call("DELETE", url, doing=f"github: remove {login} from team {slug}", ok_404=True)
+                await self._api.send("DELETE", url, doing=f"github: remove {login} from team {slug}", missing_ok=True)
                 changed = True
         return Result(Outcome.CHANGED if changed else Outcome.UNCHANGED, login)
 
     async def _remove(self, login: str, *, doing: str) -> Result:
         """Remove the org membership or cancel the invitation; 404 means already so."""
-        gone = await self._call("DELETE", f"{self._org}/memberships/{login}", doing=doing, ok_404=True)
+        gone = await self._api.send("DELETE", f"{self._org}/memberships/{login}", doing=doing, missing_ok=True)
         return Result(Outcome.UNCHANGED if gone is None else Outcome.CHANGED, login)
 
     def _known_login(self, ref: AccountRef) -> str | None:
@@ -244,14 +228,13 @@ class GitHubConnector:
 
     async def _pages(self, url: str, *, doing: str) -> AsyncIterator[Mapping[str, Any]]:
         """Every item of a list endpoint, following ``Link: <…>; rel="next"``."""
-        next_url: str | None = url
+        next_url: str | None = self._api.url(url)  # absolute, as the Link header's next URLs are
         seen: set[str] = set()
         while next_url is not None:
             if next_url in seen:
                 raise RejectedError(f"{doing}: GitHub's next link loops back to {next_url}")
             seen.add(next_url)
-            response = await self._call("GET", next_url, doing=doing)
-            assert response is not None
+            response = await self._api.send("GET", next_url, doing=doing)
             try:
                 items = response.json()
             except ValueError as exc:

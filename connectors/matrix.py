@@ -66,6 +66,7 @@ from connectors.base import (
     error_for_response,
     mapping_or_empty,
 )
+from connectors.http import HttpApi, bearer
 
 __all__ = ["MatrixConnector", "MatrixConnectorConfig", "canonical_email", "localpart_for"]
 
@@ -185,8 +186,7 @@ class MatrixConnector:
 
     def __init__(self, config: MatrixConnectorConfig, http: httpx.AsyncClient) -> None:
         self._config = config
-        self._http = http
-        self._base = str(config.homeserver_url).rstrip("/")
+        self._api = HttpApi(http, str(config.homeserver_url), headers=bearer(config.admin_token))
         self._admin_id: str | None = None
 
     async def aclose(self) -> None:
@@ -206,13 +206,7 @@ class MatrixConnector:
         room_op: bool = False,
     ) -> Mapping[str, object] | None:
         """One request with the admin token: the JSON body, or ``None`` for a 404 ``M_NOT_FOUND`` if ``missing_ok``."""
-        headers = {"Authorization": f"Bearer {self._config.admin_token.get_secret_value()}"}
-        try:
-            response = await self._http.request(
-                method, f"{self._base}{path}", json=json, params=params, headers=headers
-            )
-        except httpx.TransportError as exc:  # timeouts, refused or dropped connections
-            raise RetryableError(f"{doing}: {type(exc).__name__}: {exc}") from exc
+        response = await self._api.request(method, path, doing=doing, json=json, params=params)
         if response.is_success:
             try:
                 return mapping_or_empty(response.json())

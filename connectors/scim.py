@@ -30,28 +30,28 @@ send; and scim2-client speaks ``httpx2``, not the caller's ``httpx.AsyncClient``
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
-from typing import ClassVar, Literal, overload
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import ClassVar, Literal
 from urllib.parse import quote
 
 import httpx
-from pydantic import AnyHttpUrl, Field, SecretStr
+from pydantic import AnyHttpUrl, Field, SecretStr, model_validator
 
 from connectors.base import (
     AccountRef,
     AccountSpec,
     ConnectorConfig,
+    NameSet,
     Outcome,
     RejectedError,
     RemoteAccount,
     Result,
-    RetryableError,
     UnsupportedError,
-    error_for_response,
     mapping_or_empty,
 )
+from connectors.http import HttpApi, bearer
 
-__all__ = ["ScimConnector", "ScimConnectorConfig"]
+__all__ = ["PATCH_SCHEMA", "USER_SCHEMA", "ScimConnector", "ScimConnectorConfig", "patch_message"]
 
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
@@ -64,7 +64,8 @@ JsonObject = Mapping[str, object]
 class ScimConnectorConfig(ConnectorConfig):
     """One downstream SCIM 2.0 service provider."""
 
-    kind: Literal["scim"] = "scim"
+    kind: ClassVar[str] = "scim"
+
     base_url: AnyHttpUrl = Field(description="SCIM base URL, the parent of /Users (e.g. https://app.example/scim/v2).")
     token: SecretStr = Field(description="Bearer token the workspace issued for provisioning (RFC 6750).")
     deprovision: Literal["delete", "deactivate"] = Field(
@@ -75,9 +76,17 @@ class ScimConnectorConfig(ConnectorConfig):
     )
     page_size: int = Field(100, ge=1, le=1000, description="count per list_accounts page.")
     create_groups: bool = Field(True, description="Create a Group named in a spec if the workspace lacks it.")
-    managed_groups: frozenset[str] = Field(
+    managed_groups: NameSet = Field(
         frozenset(), description="displayNames of Groups whose membership Entente owns: ungranted members are removed."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_stored_kind(cls, data: object) -> object:
+        """Configs sealed while ``kind`` was a field carry ``"kind": "scim"``: accepted and dropped (never stored)."""
+        if isinstance(data, Mapping) and data.get("kind") == cls.kind:
+            return {key: value for key, value in data.items() if key != "kind"}
+        return data
 
     def open(self, http: httpx.AsyncClient) -> ScimConnector:
         """Build the connector on the caller's client; nothing to acquire."""
@@ -196,9 +205,9 @@ def _replaced(current: JsonObject, changes: Mapping[str, object | None]) -> dict
     return body
 
 
-def _patch(operations: list[dict[str, object]]) -> dict[str, object]:
-    """An RFC 7644 §3.5.2 PatchOp message."""
-    return {"schemas": [PATCH_SCHEMA], "Operations": operations}
+def patch_message(operations: Sequence[Mapping[str, object]]) -> dict[str, object]:
+    """An RFC 7644 §3.5.2 PatchOp message carrying ``operations`` (also used by the Slack connector)."""
+    return {"schemas": [PATCH_SCHEMA], "Operations": list(operations)}
 
 
 def _patch_ops(changes: Mapping[str, object | None]) -> list[dict[str, object]]:
@@ -216,66 +225,12 @@ class ScimConnector:
 
     def __init__(self, config: ScimConnectorConfig, http: httpx.AsyncClient) -> None:
         self._config = config
-        self._http = http
-        self._base = str(config.base_url).rstrip("/")
-        self._headers = {
-            "Authorization": f"Bearer {config.token.get_secret_value()}",
-            "Accept": f"{SCIM_MEDIA_TYPE}, application/json",
-        }
-
-    @overload
-    async def _send(
-        self,
-        method: str,
-        path: str,
-        *,
-        doing: str,
-        params: Mapping[str, str | int] | None = None,
-        body: Mapping[str, object] | None = None,
-        missing_ok: Literal[False] = False,
-    ) -> httpx.Response: ...
-
-    @overload
-    async def _send(
-        self,
-        method: str,
-        path: str,
-        *,
-        doing: str,
-        params: Mapping[str, str | int] | None = None,
-        body: Mapping[str, object] | None = None,
-        missing_ok: Literal[True],
-    ) -> httpx.Response | None: ...
-
-    async def _send(
-        self,
-        method: str,
-        path: str,
-        *,
-        doing: str,
-        params: Mapping[str, str | int] | None = None,
-        body: Mapping[str, object] | None = None,
-        missing_ok: bool = False,
-    ) -> httpx.Response | None:
-        """One request; ``None`` for a 404 when ``missing_ok``; every failure mapped to the exception tree."""
-        headers = dict(self._headers)
-        content: bytes | None = None
-        if body is not None:
-            content = json.dumps(body).encode()
-            headers["Content-Type"] = SCIM_MEDIA_TYPE
-        try:
-            response = await self._http.request(
-                method, f"{self._base}{path}", params=params, content=content, headers=headers
-            )
-        except httpx.UnsupportedProtocol as exc:
-            raise RejectedError(f"{doing}: {exc}") from exc
-        except httpx.TransportError as exc:  # timeouts, refused or reset connections, protocol errors
-            raise RetryableError(f"{doing}: {type(exc).__name__}: {exc}") from exc
-        if response.status_code == 404 and missing_ok:
-            return None
-        if not response.is_success:
-            raise error_for_response(response, doing=doing)
-        return response
+        self._api = HttpApi(
+            http,
+            str(config.base_url),
+            headers={**bearer(config.token), "Accept": f"{SCIM_MEDIA_TYPE}, application/json"},
+            json_media_type=SCIM_MEDIA_TYPE,
+        )
 
     @staticmethod
     def _json(response: httpx.Response, *, doing: str) -> JsonObject:
@@ -298,7 +253,7 @@ class ScimConnector:
             params: dict[str, str | int] = {"filter": filter_, "startIndex": start, "count": self._config.page_size}
             if attributes:
                 params["attributes"] = attributes
-            response = await self._send("GET", endpoint, doing=doing, params=params)
+            response = await self._api.send("GET", endpoint, doing=doing, params=params)
             page = self._json(response, doing=doing)
             resources = _items(page, "Resources")
             found.extend(resources)
@@ -310,7 +265,7 @@ class ScimConnector:
     async def _find(self, ref: AccountRef) -> JsonObject | None:
         """Our User for ``ref``: by remote id if it still carries our externalId, else by externalId; never by email."""
         if ref.remote_id:
-            response = await self._send(
+            response = await self._api.send(
                 "GET", f"/Users/{quote(ref.remote_id, safe='')}", doing="read user", missing_ok=True
             )
             if response is not None:
@@ -330,15 +285,15 @@ class ScimConnector:
         """Apply ``changes`` by PATCH (RFC 7644 §3.5.2) or read-modify-write PUT (§3.5.1)."""
         path = f"/Users/{quote(str(_str(user, 'id')), safe='')}"
         if self._config.user_update == "patch":
-            await self._send("PATCH", path, doing=doing, body=_patch(_patch_ops(changes)))
+            await self._api.send("PATCH", path, doing=doing, json=patch_message(_patch_ops(changes)))
         else:
-            await self._send("PUT", path, doing=doing, body=_replaced(user, changes))
+            await self._api.send("PUT", path, doing=doing, json=_replaced(user, changes))
 
     async def update(self, ref: AccountRef, spec: AccountSpec, *, op_id: str) -> Result:
         """Create the User or bring it to ``spec``; CHANGED only if a request changed something."""
         current = await self._find(ref)
         if current is None:
-            response = await self._send("POST", "/Users", doing="create user", body=_new_user(ref, spec))
+            response = await self._api.send("POST", "/Users", doing="create user", json=_new_user(ref, spec))
             remote_id = _str(self._json(response, doing="create user"), "id")
             if not remote_id:
                 raise RejectedError("create user: the response has no id")
@@ -378,7 +333,7 @@ class ScimConnector:
         if current is None:
             return Result(Outcome.UNCHANGED, None)
         path = f"/Users/{quote(str(_str(current, 'id')), safe='')}"
-        gone = await self._send("DELETE", path, doing="delete user", missing_ok=True)
+        gone = await self._api.send("DELETE", path, doing="delete user", missing_ok=True)
         return Result(Outcome.UNCHANGED if gone is None else Outcome.CHANGED, None)
 
     async def _sync_groups(self, user_id: str, wanted: frozenset[str]) -> bool:
@@ -403,7 +358,7 @@ class ScimConnector:
             if folded in managed and folded not in wanted_folded:
                 operation: dict[str, object] = {"op": "remove", "path": f"members[value eq {json.dumps(user_id)}]"}
                 path = f"/Groups/{quote(group_id, safe='')}"
-                await self._send("PATCH", path, doing="leave group", body=_patch([operation]))
+                await self._api.send("PATCH", path, doing="leave group", json=patch_message([operation]))
                 changed = True
         return changed
 
@@ -421,11 +376,11 @@ class ScimConnector:
         member = [{"value": user_id}]
         if groups:
             path = f"/Groups/{quote(str(_str(groups[0], 'id')), safe='')}"
-            body = _patch([{"op": "add", "path": "members", "value": member}])
-            await self._send("PATCH", path, doing="join group", body=body)
+            body = patch_message([{"op": "add", "path": "members", "value": member}])
+            await self._api.send("PATCH", path, doing="join group", json=body)
         elif self._config.create_groups:
             body = {"schemas": [GROUP_SCHEMA], "displayName": name, "members": member}
-            await self._send("POST", "/Groups", doing="create group", body=body)
+            await self._api.send("POST", "/Groups", doing="create group", json=body)
         else:
             raise RejectedError(f"join group: no Group is named {name!r} and create_groups is off")
 
@@ -434,7 +389,7 @@ class ScimConnector:
         start = 1
         while True:
             params: dict[str, str | int] = {"startIndex": start, "count": self._config.page_size}
-            response = await self._send("GET", "/Users", doing="list users", params=params)
+            response = await self._api.send("GET", "/Users", doing="list users", params=params)
             page = self._json(response, doing="list users")
             resources = _items(page, "Resources")
             for user in resources:

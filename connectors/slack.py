@@ -58,12 +58,13 @@ from connectors.base import (
     UnsupportedError,
     error_for_response,
     mapping_or_empty,
+    parse_retry_after,
 )
+from connectors.http import HttpApi, bearer
+from connectors.scim import USER_SCHEMA, patch_message
 
 __all__ = ["SlackConnectorConfig", "SlackConnector", "web_api_error"]
 
-USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
-PATCH_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 SLACK_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 CREDENTIAL_ERRORS = frozenset(
@@ -126,8 +127,7 @@ def web_api_error(response: httpx.Response, *, doing: str) -> ConnectorError | N
         return None
     detail = f"{doing}: Slack error {code!r}"
     if code in RETRYABLE_ERRORS:
-        retry_after = response.headers.get("Retry-After")
-        return RetryableError(detail, retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None)
+        return RetryableError(detail, retry_after=parse_retry_after(response))
     if code in CREDENTIAL_ERRORS:
         return CredentialsError(detail)
     if code in UNSUPPORTED_ERRORS:
@@ -197,30 +197,9 @@ class SlackConnector:
 
     def __init__(self, config: SlackConnectorConfig, http: httpx.AsyncClient) -> None:
         self._config = config
-        self._http = http
-        self._scim = str(config.scim_base_url).rstrip("/")
-        self._web = str(config.web_api_base_url).rstrip("/")
-
-    async def _request(self, method: str, url: str, *, token: SecretStr, doing: str, **kwargs: Any) -> httpx.Response:
-        """One request with a bearer token; transport failures become RetryableError (status is the caller's)."""
-        headers = {"Authorization": f"Bearer {token.get_secret_value()}", "Accept": "application/json"}
-        try:
-            return await self._http.request(method, url, headers=headers, **kwargs)
-        except httpx.TimeoutException as exc:
-            raise RetryableError(f"{doing}: timed out ({type(exc).__name__})") from exc
-        except httpx.TransportError as exc:
-            raise RetryableError(f"{doing}: {type(exc).__name__}: {exc}") from exc
-
-    async def _scim_call(
-        self, method: str, path: str, *, doing: str, ok_404: bool = False, **kwargs: Any
-    ) -> httpx.Response | None:
-        """A SCIM request; ``None`` for a 404 when ``ok_404``; any other non-2xx raises the mapped error."""
-        response = await self._request(method, self._scim + path, token=self._config.scim_token, doing=doing, **kwargs)
-        if ok_404 and response.status_code == 404:
-            return None
-        if not response.is_success:
-            raise error_for_response(response, doing=doing)
-        return response
+        accept = {"Accept": "application/json"}
+        self._scim = HttpApi(http, str(config.scim_base_url), headers={**bearer(config.scim_token), **accept})
+        self._web = HttpApi(http, str(config.web_api_base_url), headers={**bearer(config.admin_token), **accept})
 
     @staticmethod
     def _json(response: httpx.Response, *, doing: str) -> Mapping[str, Any]:
@@ -235,7 +214,7 @@ class SlackConnector:
         doing = f"slack: find user for subject {ref.subject_id}"
         if ref.remote_id:
             remote_id = _slack_id(ref.remote_id, what="stored user id")
-            found = await self._scim_call("GET", f"/Users/{remote_id}", doing=doing, ok_404=True)
+            found = await self._scim.send("GET", f"/Users/{remote_id}", doing=doing, missing_ok=True)
             if found is not None:
                 user = self._json(found, doing=doing)
                 owner = user.get("externalId")
@@ -243,8 +222,7 @@ class SlackConnector:
                     raise RejectedError(f"{doing}: Slack user {ref.remote_id} belongs to another subject")
                 return user
         params = {"filter": f"externalId eq {_quote(ref.subject_id)}", "startIndex": "1", "count": "2"}
-        listed = await self._scim_call("GET", "/Users", doing=doing, params=params)
-        assert listed is not None
+        listed = await self._scim.send("GET", "/Users", doing=doing, params=params)
         resources = [mapping_or_empty(u) for u in self._json(listed, doing=doing).get("Resources") or []]
         if len(resources) > 1:
             raise RejectedError(f"{doing}: {len(resources)} Slack users carry this externalId")
@@ -254,19 +232,19 @@ class SlackConnector:
         """Add/remove the user in Slack IdP groups (RFC 7644 §3.5.2.1/§3.5.2.2 on ``members``); True if any."""
         for group_id in sorted(desired - current):
             ops = [{"op": "add", "path": "members", "value": [{"value": user_id}]}]
-            await self._scim_call(
+            await self._scim.send(
                 "PATCH",
                 f"/Groups/{group_id}",
                 doing=f"slack: add {user_id} to group {group_id}",
-                json={"schemas": [PATCH_SCHEMA], "Operations": ops},
+                json=patch_message(ops),
             )
         for group_id in sorted(current - desired):
             ops = [{"op": "remove", "path": f"members[value eq {_quote(user_id)}]"}]
-            await self._scim_call(
+            await self._scim.send(
                 "PATCH",
                 f"/Groups/{group_id}",
                 doing=f"slack: remove {user_id} from group {group_id}",
-                json={"schemas": [PATCH_SCHEMA], "Operations": ops},
+                json=patch_message(ops),
             )
         return current != desired
 
@@ -291,53 +269,46 @@ class SlackConnector:
             name = {k: v for k, v in (("givenName", spec.given_name), ("familyName", spec.family_name)) if v}
             if name:
                 body["name"] = name
-            created = await self._scim_call("POST", "/Users", doing=doing, json=body)
-            assert created is not None
+            created = await self._scim.send("POST", "/Users", doing=doing, json=body)
             user_id = _slack_id(self._json(created, doing=doing).get("id"), what="new user id")
             await self._set_groups(user_id, frozenset(), spec.groups)
             return Result(Outcome.CHANGED, user_id)
         user_id = _slack_id(user.get("id"), what="user id")
         ops = _patch_ops(user, spec, ref.subject_id)
         if ops:
-            await self._scim_call(
-                "PATCH", f"/Users/{user_id}", doing=doing, json={"schemas": [PATCH_SCHEMA], "Operations": ops}
-            )
+            await self._scim.send("PATCH", f"/Users/{user_id}", doing=doing, json=patch_message(ops))
         groups_changed = await self._set_groups(user_id, _group_ids(user), spec.groups)
         return Result(Outcome.CHANGED if ops or groups_changed else Outcome.UNCHANGED, user_id)
 
-    async def suspend(self, ref: AccountRef, *, op_id: str) -> Result:
-        """``PATCH active=false``: Slack's deactivation, which keeps the account for a rejoiner."""
+    async def _active_user_id(self, ref: AccountRef) -> str | Result:
+        """The Slack id of ``ref``'s active user, or the ``UNCHANGED`` result when it is absent or deactivated."""
         user = await self._find(ref)
         if user is None:
             return Result(Outcome.UNCHANGED, None)
         user_id = _slack_id(user.get("id"), what="user id")
-        if user.get("active") is False:
-            return Result(Outcome.UNCHANGED, user_id)
+        return Result(Outcome.UNCHANGED, user_id) if user.get("active") is False else user_id
+
+    async def suspend(self, ref: AccountRef, *, op_id: str) -> Result:
+        """``PATCH active=false``: Slack's deactivation, which keeps the account for a rejoiner."""
+        user_id = await self._active_user_id(ref)
+        if isinstance(user_id, Result):
+            return user_id
         ops = [{"op": "replace", "path": "active", "value": False}]
-        await self._scim_call(
+        await self._scim.send(
             "PATCH",
             f"/Users/{user_id}",
             doing=f"slack: suspend {user_id}",
-            json={"schemas": [PATCH_SCHEMA], "Operations": ops},
+            json=patch_message(ops),
         )
         return Result(Outcome.CHANGED, user_id)
 
     async def revoke_sessions(self, ref: AccountRef, *, op_id: str) -> Result:
         """``admin.users.session.reset`` for an active user; a deactivated or absent one has no sessions."""
-        user = await self._find(ref)
-        if user is None:
-            return Result(Outcome.UNCHANGED, None)
-        user_id = _slack_id(user.get("id"), what="user id")
-        if user.get("active") is False:
-            return Result(Outcome.UNCHANGED, user_id)
+        user_id = await self._active_user_id(ref)
+        if isinstance(user_id, Result):
+            return user_id
         doing = f"slack: admin.users.session.reset for {user_id}"
-        response = await self._request(
-            "POST",
-            f"{self._web}/admin.users.session.reset",
-            token=self._config.admin_token,
-            doing=doing,
-            json={"user_id": user_id},
-        )
+        response = await self._web.request("POST", "/admin.users.session.reset", doing=doing, json={"user_id": user_id})
         if response.status_code == 200 and _web_api_code(response) == "user_not_found":
             return Result(Outcome.UNCHANGED, user_id)  # gone between our lookup and the reset
         error = web_api_error(response, doing=doing)
@@ -347,13 +318,12 @@ class SlackConnector:
 
     async def deprovision(self, ref: AccountRef, *, op_id: str) -> Result:
         """``DELETE /Users/<id>``, which Slack implements as a final deactivation; already inactive is UNCHANGED."""
-        user = await self._find(ref)
-        if user is None:
-            return Result(Outcome.UNCHANGED, None)
-        user_id = _slack_id(user.get("id"), what="user id")
-        if user.get("active") is False:
-            return Result(Outcome.UNCHANGED, user_id)
-        gone = await self._scim_call("DELETE", f"/Users/{user_id}", doing=f"slack: deprovision {user_id}", ok_404=True)
+        user_id = await self._active_user_id(ref)
+        if isinstance(user_id, Result):
+            return user_id
+        gone = await self._scim.send(
+            "DELETE", f"/Users/{user_id}", doing=f"slack: deprovision {user_id}", missing_ok=True
+        )
         return Result(Outcome.UNCHANGED if gone is None else Outcome.CHANGED, user_id)
 
     async def list_accounts(self) -> AsyncIterator[RemoteAccount]:
@@ -362,8 +332,7 @@ class SlackConnector:
         while True:
             doing = f"slack: list users from {start}"
             params = {"startIndex": str(start), "count": str(self._config.page_size)}
-            page = await self._scim_call("GET", "/Users", doing=doing, params=params)
-            assert page is not None
+            page = await self._scim.send("GET", "/Users", doing=doing, params=params)
             body = self._json(page, doing=doing)
             resources = [mapping_or_empty(u) for u in body.get("Resources") or []]
             for user in resources:

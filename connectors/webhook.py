@@ -57,11 +57,10 @@ from connectors.base import (
     RejectedError,
     RemoteAccount,
     Result,
-    RetryableError,
     UnsupportedError,
-    error_for_response,
     mapping_or_empty,
 )
+from connectors.http import HttpApi
 
 __all__ = ["WebhookConnectorConfig", "WebhookConnector", "sign"]
 
@@ -148,7 +147,7 @@ class WebhookConnector:
 
     def __init__(self, config: WebhookConnectorConfig, http: httpx.AsyncClient) -> None:
         self._config = config
-        self._http = http
+        self._api = HttpApi(http)  # every URL is absolute: the endpoint, accounts_url and its next links
         self._key = _secret_key(config.secret.get_secret_value())
 
     def _headers(self, msg_id: str, body: bytes) -> dict[str, str]:
@@ -161,19 +160,11 @@ class WebhookConnector:
         }
 
     async def _send(self, method: str, url: str, *, msg_id: str, body: bytes, doing: str) -> httpx.Response:
-        """One signed request; transport failures become RetryableError and non-2xx the mapped error."""
+        """One signed request of these exact bytes to an absolute URL; a 2xx answer or the mapped error."""
         headers = self._headers(msg_id, body)
         if body:
             headers["content-type"] = "application/json"
-        try:
-            response = await self._http.request(method, url, content=body, headers=headers)
-        except httpx.TimeoutException as exc:
-            raise RetryableError(f"{doing}: timed out ({type(exc).__name__})") from exc
-        except httpx.TransportError as exc:
-            raise RetryableError(f"{doing}: {type(exc).__name__}: {exc}") from exc
-        if not response.is_success:
-            raise error_for_response(response, doing=doing)
-        return response
+        return await self._api.send(method, url, doing=doing, content=body, headers=headers)
 
     async def _event(self, event_type: str, ref: AccountRef, *, op_id: str, account: dict[str, Any] | None) -> Result:
         """POST one event with ``op_id`` as ``webhook-id`` and read the receiver's outcome."""

@@ -15,6 +15,9 @@ How to use it in ``tests/connectors/test_<kind>.py``::
         def make_spec(self, n: int) -> AccountSpec:  # optional: valid specs for this workspace
             ...
 
+        def changed_spec(self, spec: AccountSpec) -> AccountSpec:  # optional: a managed change
+            ...
+
 ``connector`` is function-scoped and yields an opened connector. Each test is isolated by
 ``self.run_id`` (a fresh hex string per test, set before ``make_spec`` is called): subject ids and the
 default specs embed it, and assertions on ``list_accounts`` only look at the accounts the test made,
@@ -25,6 +28,15 @@ so the peer may be shared between tests. ``make_spec(n)`` must return the same s
 - ``supports_revoke_sessions = False``: ``revoke_sessions`` must raise ``UnsupportedError``.
 - ``allows_duplicate_email = False``: a second person with the same email must be refused with
   ``RejectedError`` (never merged into the first account).
+- ``stores_subject_id = False``: the workspace keeps no id of ours, so ``list_accounts`` must report
+  ``subject_id=None`` for our accounts too (they are found by ``remote_id``).
+- ``has_display_name = False``: the display name is the person's own in the workspace, so a new
+  ``display_name`` must change nothing; ``changed_spec`` must then change something the connector
+  does manage (by default it only renames).
+- ``suspended_accounts_listed = False``: a suspended account must disappear from ``list_accounts``
+  (the workspace has no suspension, only removal) and come back, active, with the next ``update``.
+
+Every test runs for every connector; a flag only chooses which of two real outcomes it asserts.
 
 Tests are async through the anyio pytest plugin (asyncio backend).
 """
@@ -70,6 +82,9 @@ class ConnectorContract:
 
     supports_revoke_sessions: ClassVar[bool] = True
     allows_duplicate_email: ClassVar[bool] = True
+    stores_subject_id: ClassVar[bool] = True
+    has_display_name: ClassVar[bool] = True
+    suspended_accounts_listed: ClassVar[bool] = True
     tenant_id: ClassVar[str] = "contract-partner"
     run_id: str
 
@@ -99,10 +114,21 @@ class ConnectorContract:
             family_name=f"Person {n}",
         )
 
+    def changed_spec(self, spec: AccountSpec) -> AccountSpec:
+        """A new desired state for the same person that the connector manages: by default a new display name."""
+        return dataclasses.replace(spec, display_name=f"Renamed {self.run_id}")
+
     @pytest.fixture
     def spec_factory(self) -> SpecFactory:
         """``make_spec`` as a fixture, so a subclass can build specs from other fixtures instead."""
         return self.make_spec
+
+    async def assert_listed_active(self, connector: Connector, ref: AccountRef) -> None:
+        """``ref``'s account is listed once, active, with our subject id where the workspace stores one."""
+        listed = await find_account(connector, subject_id=ref.subject_id, remote_id=ref.remote_id)
+        assert listed is not None, f"{ref} is not listed"
+        subject_id = ref.subject_id if self.stores_subject_id else None
+        assert (listed.remote_id, listed.subject_id, listed.active) == (ref.remote_id, subject_id, True)
 
     def ref(self, n: int, remote_id: str | None = None) -> AccountRef:
         """Person ``n`` of this test as the outbox worker names it (subject id embeds the run id)."""
@@ -126,37 +152,40 @@ class ConnectorContract:
         third = await connector.update(self.ref(1, first.remote_id), spec, op_id=f"op-{self.run_id}-3")
         assert third == Result(Outcome.UNCHANGED, first.remote_id)
 
-    async def test_update_changed_display_name(self, connector: Connector, spec_factory: SpecFactory) -> None:
-        """A new desired state is applied once, then it is already so."""
+    async def test_update_applies_a_changed_spec(self, connector: Connector, spec_factory: SpecFactory) -> None:
+        """A new desired state is applied once, then it is already so; an unmanaged display name changes nothing."""
         ref = await self._create(connector, spec_factory)
-        renamed = dataclasses.replace(spec_factory(1), display_name=f"Renamed {self.run_id}")
-        changed = await connector.update(ref, renamed, op_id=f"op-{self.run_id}-rename")
+        changed_spec = self.changed_spec(spec_factory(1))
+        assert changed_spec != spec_factory(1), "changed_spec must change the desired state"
+        changed = await connector.update(ref, changed_spec, op_id=f"op-{self.run_id}-change")
         assert changed == Result(Outcome.CHANGED, ref.remote_id)
-        again = await connector.update(ref, renamed, op_id=f"op-{self.run_id}-rename-2")
+        again = await connector.update(ref, changed_spec, op_id=f"op-{self.run_id}-change-2")
         assert again == Result(Outcome.UNCHANGED, ref.remote_id)
+        renamed = dataclasses.replace(changed_spec, display_name=f"Other name {self.run_id}")
+        rename = await connector.update(ref, renamed, op_id=f"op-{self.run_id}-rename")
+        expected = Outcome.CHANGED if self.has_display_name else Outcome.UNCHANGED
+        assert rename == Result(expected, ref.remote_id)
 
     async def test_account_is_listed_active(self, connector: Connector, spec_factory: SpecFactory) -> None:
-        """list_accounts shows our account with our subject id, active."""
+        """list_accounts shows our account with our subject id (if the workspace stores one), active."""
         ref = await self._create(connector, spec_factory)
-        listed = await find_account(connector, subject_id=ref.subject_id, remote_id=ref.remote_id)
-        assert listed is not None
-        assert listed.remote_id == ref.remote_id
-        assert listed.subject_id == ref.subject_id
-        assert listed.active is True
+        await self.assert_listed_active(connector, ref)
 
     async def test_suspend_then_update_reactivates(self, connector: Connector, spec_factory: SpecFactory) -> None:
-        """Suspend is idempotent and keeps the account (listed inactive); update brings it back."""
+        """Suspend is idempotent and leaves the account listed inactive (or unlisted); update brings it back."""
         ref = await self._create(connector, spec_factory)
         first = await connector.suspend(ref, op_id=f"op-{self.run_id}-s1")
         assert first.outcome is Outcome.CHANGED
         second = await connector.suspend(ref, op_id=f"op-{self.run_id}-s2")
         assert second.outcome is Outcome.UNCHANGED
         listed = await find_account(connector, subject_id=ref.subject_id, remote_id=ref.remote_id)
-        assert listed is not None and listed.active is False
+        if self.suspended_accounts_listed:
+            assert listed is not None and listed.active is False
+        else:
+            assert listed is None
         back = await connector.update(ref, spec_factory(1), op_id=f"op-{self.run_id}-u")
         assert back == Result(Outcome.CHANGED, ref.remote_id)
-        listed = await find_account(connector, subject_id=ref.subject_id, remote_id=ref.remote_id)
-        assert listed is not None and listed.active is True
+        await self.assert_listed_active(connector, ref)
 
     async def test_revoke_sessions(self, connector: Connector, spec_factory: SpecFactory) -> None:
         """Revoke ends sessions (or is declared unsupported) and never suspends the account."""
@@ -168,8 +197,7 @@ class ConnectorContract:
             result = await connector.revoke_sessions(ref, op_id=f"op-{self.run_id}-r")
             assert isinstance(result, Result)
             assert result.outcome in (Outcome.CHANGED, Outcome.UNCHANGED)
-        listed = await find_account(connector, subject_id=ref.subject_id, remote_id=ref.remote_id)
-        assert listed is not None and listed.active is True
+        await self.assert_listed_active(connector, ref)
 
     async def test_deprovision_is_idempotent(self, connector: Connector, spec_factory: SpecFactory) -> None:
         """Deprovision removes (or finally deactivates) once, then reports it is already so."""
@@ -206,8 +234,6 @@ class ConnectorContract:
             with pytest.raises(RejectedError):
                 await connector.update(self.ref(2), twin, op_id=f"op-{self.run_id}-twin")
         # the first person was never touched by the second one's update or deprovision
-        listed = await find_account(connector, subject_id=first.subject_id, remote_id=first.remote_id)
-        assert listed is not None
-        assert (listed.remote_id, listed.subject_id, listed.active) == (first.remote_id, first.subject_id, True)
+        await self.assert_listed_active(connector, first)
         again = await connector.update(first, spec_factory(1), op_id=f"op-{self.run_id}-first-again")
         assert again == Result(Outcome.UNCHANGED, first.remote_id)

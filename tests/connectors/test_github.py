@@ -6,9 +6,10 @@ membership answers carry ``state``/``role``/``user.login``, lists are JSON array
 ``Link`` header, removing a member drops their team memberships, and requests without the API
 version, media type or bearer token are refused.
 
-Four contract tests are overridden, each for a documented GitHub fact (see ``connectors/github.py``):
-GitHub keeps no id of ours (``subject_id`` is ``None`` in listings), Entente does not own a GitHub
-user's display name, and suspension removes the org membership (GitHub has no per-org suspension).
+The whole contract runs; three capability flags state the documented GitHub facts it honours (see
+``connectors/github.py``): GitHub keeps no id of ours (``subject_id`` is ``None`` in listings), Entente
+does not own a GitHub user's display name (the managed change is the team set), and suspension
+removes the org membership (GitHub has no per-org suspension), so a suspended member is not listed.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from connectors.base import (
     UnsupportedError,
 )
 from connectors.github import GitHubConnector, GitHubConnectorConfig
-from tests.connectors.conformance import ConnectorContract, SpecFactory, find_account
+from tests.connectors.conformance import ConnectorContract, find_account
 
 API = "https://api.github.com"
 ORG = "acme"
@@ -208,9 +209,12 @@ async def github(fake: FakeGitHub) -> AsyncIterator[GitHubConnector]:
 
 
 class TestGitHubContract(ConnectorContract):
-    """The shared contract on the fake; the overrides below state each GitHub difference."""
+    """The shared contract on the fake; the flags state each GitHub difference."""
 
     supports_revoke_sessions = False
+    stores_subject_id = False
+    has_display_name = False
+    suspended_accounts_listed = False
 
     @pytest.fixture
     async def connector(self, github: GitHubConnector) -> AsyncIterator[Connector]:
@@ -222,50 +226,9 @@ class TestGitHubContract(ConnectorContract):
             super().make_spec(n), groups=frozenset({"eng"}), attributes={"github_login": f"gh-{self.run_id}-{n}"}
         )
 
-    async def test_update_changed_display_name(self, connector: Connector, spec_factory: SpecFactory) -> None:
-        """GitHub profiles are the person's own, so the changed desired state here is the team set."""
-        ref = await self._create(connector, spec_factory)
-        moved = dataclasses.replace(spec_factory(1), groups=frozenset({"ops"}))
-        assert await connector.update(ref, moved, op_id=f"op-{self.run_id}-move") == Result(
-            Outcome.CHANGED, ref.remote_id
-        )
-        assert await connector.update(ref, moved, op_id=f"op-{self.run_id}-move-2") == Result(
-            Outcome.UNCHANGED, ref.remote_id
-        )
-        renamed = dataclasses.replace(moved, display_name="Not GitHub's business")
-        assert (await connector.update(ref, renamed, op_id=f"op-{self.run_id}-rename")).outcome is Outcome.UNCHANGED
-
-    async def test_account_is_listed_active(self, connector: Connector, spec_factory: SpecFactory) -> None:
-        """Listed by login, active, with no subject id (GitHub stores nothing of ours)."""
-        ref = await self._create(connector, spec_factory)
-        listed = await find_account(connector, subject_id=ref.subject_id, remote_id=ref.remote_id)
-        assert listed is not None
-        assert (listed.remote_id, listed.subject_id, listed.active) == (ref.remote_id, None, True)
-        assert (listed.roles, listed.groups) == (frozenset({"member"}), frozenset({"eng"}))
-
-    async def test_suspend_then_update_reactivates(self, connector: Connector, spec_factory: SpecFactory) -> None:
-        """Suspend removes the membership (idempotently); update grants it again with its teams."""
-        ref = await self._create(connector, spec_factory)
-        assert (await connector.suspend(ref, op_id=f"op-{self.run_id}-s1")).outcome is Outcome.CHANGED
-        assert (await connector.suspend(ref, op_id=f"op-{self.run_id}-s2")).outcome is Outcome.UNCHANGED
-        assert await find_account(connector, subject_id=ref.subject_id, remote_id=ref.remote_id) is None
-        back = await connector.update(ref, spec_factory(1), op_id=f"op-{self.run_id}-u")
-        assert back == Result(Outcome.CHANGED, ref.remote_id)
-        listed = await find_account(connector, subject_id=ref.subject_id, remote_id=ref.remote_id)
-        assert listed is not None and listed.active is True and listed.groups == frozenset({"eng"})
-
-    async def test_email_never_identifies(self, connector: Connector, spec_factory: SpecFactory) -> None:
-        """Two people with one email are two logins; removing the second never touches the first."""
-        first = await self._create(connector, spec_factory, 1)
-        twin = dataclasses.replace(spec_factory(2), email=spec_factory(1).email)
-        second = await connector.update(self.ref(2), twin, op_id=f"op-{self.run_id}-twin")
-        assert second.outcome is Outcome.CHANGED and second.remote_id not in (None, first.remote_id)
-        gone = await connector.deprovision(self.ref(2, second.remote_id), op_id=f"op-{self.run_id}-twin-d")
-        assert gone.outcome is Outcome.CHANGED
-        listed = await find_account(connector, subject_id=first.subject_id, remote_id=first.remote_id)
-        assert listed is not None and (listed.remote_id, listed.active) == (first.remote_id, True)
-        again = await connector.update(first, spec_factory(1), op_id=f"op-{self.run_id}-first-again")
-        assert again == Result(Outcome.UNCHANGED, first.remote_id)
+    def changed_spec(self, spec: AccountSpec) -> AccountSpec:
+        """GitHub profiles are the person's own, so the managed change is the team set."""
+        return dataclasses.replace(spec, groups=frozenset({"ops"}))
 
 
 def person(login: str, **changes: Any) -> AccountSpec:
@@ -289,6 +252,21 @@ async def test_role_admin_and_back(github: GitHubConnector, fake: FakeGitHub) ->
     assert listed is not None and listed.roles == frozenset({"admin"})
     demoted = await github.update(ref, person("octo"), op_id="op-2")
     assert demoted.outcome is Outcome.CHANGED and fake.members["octo"]["role"] == "member"
+
+
+@pytest.mark.anyio
+async def test_listing_shows_role_and_teams_after_reinstatement(github: GitHubConnector) -> None:
+    """A member is listed with org role and managed teams; suspension drops both, update grants them again."""
+    ref = AccountRef("t", "subj-1")
+    spec = person("octo", groups=frozenset({"eng"}))
+    assert await github.update(ref, spec, op_id="op-1") == Result(Outcome.CHANGED, "octo")
+    listed = await find_account(github, subject_id="-", remote_id="octo")
+    assert listed is not None and (listed.roles, listed.groups) == (frozenset({"member"}), frozenset({"eng"}))
+    assert (await github.suspend(AccountRef("t", "subj-1", "octo"), op_id="op-2")).outcome is Outcome.CHANGED
+    assert await find_account(github, subject_id="-", remote_id="octo") is None
+    assert await github.update(ref, spec, op_id="op-3") == Result(Outcome.CHANGED, "octo")
+    listed = await find_account(github, subject_id="-", remote_id="octo")
+    assert listed is not None and (listed.active, listed.groups) == (True, frozenset({"eng"}))
 
 
 @pytest.mark.anyio

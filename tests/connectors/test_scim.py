@@ -310,6 +310,16 @@ def test_config_validates_and_hides_the_token() -> None:
         config_for("https://app.example/scim/v2", "t", tokne="t")
 
 
+def test_kind_is_a_class_constant_and_stored_kind_is_accepted() -> None:
+    """``kind`` is no field (never dumped); configs sealed while it was one still load; another kind is refused."""
+    values = {"base_url": "https://app.example/scim/v2", "token": "t"}
+    assert "kind" not in ScimConnectorConfig.model_validate(values).model_dump(mode="json")
+    legacy = ScimConnectorConfig.model_validate({**values, "kind": "scim"})
+    assert legacy == ScimConnectorConfig.model_validate(values) and legacy.kind == ScimConnector.kind == "scim"
+    with pytest.raises(ValueError, match="extra"):
+        ScimConnectorConfig.model_validate({**values, "kind": "slack"})
+
+
 # --- failure injection with respx --------------------------------------------------------------------
 
 BASE = "https://app.example/scim/v2"
