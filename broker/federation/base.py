@@ -9,7 +9,8 @@ Exception tree (mapped to a clear login error page at the edge, never a 500)::
     ├── InvalidAssertion          bad signature, audience, issuer, time window, nonce/InResponseTo
     ├── ReplayDetected            an assertion or state seen before
     ├── UntrustedIssuer           the answer comes from an IdP not configured for this partner
-    └── UnknownPerson             a valid identity that binds to no active person of the partner
+    ├── UnknownPerson             a valid identity that binds to no active person of the partner
+    └── UpstreamError             the IdP answered with an error (e.g. access_denied) or could not be reached
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ __all__ = [
     "ReplayDetected",
     "UnknownPerson",
     "UntrustedIssuer",
+    "UpstreamError",
 ]
 
 
@@ -73,6 +75,10 @@ class UntrustedIssuer(FederationError):
 
 class UnknownPerson(FederationError):
     """A valid upstream identity with no active person of that partner to bind to."""
+
+
+class UpstreamError(FederationError):
+    """The IdP refused the login (an RFC 6749 §4.1.2.1 / §5.2 error) or did not answer usably."""
 
 
 class IdPAdapter(Protocol):

@@ -1,0 +1,91 @@
+"""Adapters built per IdP connection, cached by ``(connection id, config version)`` (after dex's
+``connectors.Cache``), and the one-line-per-protocol registry that builds them.
+
+An adapter keeps its IdP's discovery document and keys between logins, so the cache is what makes
+a login cost one upstream round trip (the token request) instead of three. A connection whose
+configuration changes gets a new ``version`` and therefore a fresh adapter; the old one is dropped.
+Each process has its own cache (in ``app.state``): nothing in it is shared state.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from pydantic import SecretStr
+
+from broker.federation.base import FederationError, IdPAdapter
+from broker.federation.models import IdPConnection, IdPProtocol
+from broker.federation.oidc import OIDCAdapter, OIDCConfig
+from broker.settings import Settings
+from broker.workspaces.sealing import open_sealed
+
+__all__ = ["REGISTRY", "AdapterCache", "adapter_cache", "callback_url"]
+
+AdapterFactory = Callable[[IdPConnection, Settings, httpx.AsyncBaseTransport | None], IdPAdapter]
+
+
+def callback_url(settings: Settings, connection_id: str) -> str:
+    """The redirect URI a partner registers at its IdP for this connection."""
+    return f"{settings.public_base_url.rstrip('/')}/login/callback/{quote(connection_id, safe='')}"
+
+
+def _open_oidc(connection: IdPConnection, settings: Settings, transport: httpx.AsyncBaseTransport | None) -> IdPAdapter:
+    if not connection.issuer or not connection.client_id or not connection.client_secret_sealed:
+        raise FederationError(f"IdP connection '{connection.id}' is incomplete (issuer, client id and secret)")
+    secret = open_sealed(settings, connection.client_secret_sealed)["client_secret"]
+    config = OIDCConfig(
+        connection_id=connection.id,
+        tenant_id=connection.partner_id,
+        issuer=connection.issuer,
+        client_id=connection.client_id,
+        client_secret=SecretStr(secret),
+        redirect_uri=callback_url(settings, connection.id),
+        timeout=settings.federation_http_timeout_seconds,
+        metadata_ttl=settings.federation_metadata_ttl_seconds,
+        leeway=settings.federation_clock_skew_seconds,
+        max_age=settings.login_transaction_seconds,
+    )
+    return OIDCAdapter(config, transport=transport)
+
+
+REGISTRY: dict[str, AdapterFactory] = {
+    IdPProtocol.OIDC.value: _open_oidc,
+}
+"""Protocol -> adapter factory; one line per protocol (the SAML adapter adds ``"saml"``)."""
+
+
+class AdapterCache:
+    """``(connection id, version) -> adapter`` for one process."""
+
+    def __init__(self, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        """``transport`` is given to every adapter built here (tests: an in-process or tampering transport)."""
+        self._transport = transport
+        self._adapters: dict[str, tuple[int, IdPAdapter]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, connection: IdPConnection, settings: Settings) -> IdPAdapter:
+        """The connection's adapter at its current version, built on first use."""
+        with self._lock:
+            cached = self._adapters.get(connection.id)
+            if cached is not None and cached[0] == connection.version:
+                return cached[1]
+        factory = REGISTRY.get(connection.protocol)
+        if factory is None:
+            raise FederationError(f"{connection.protocol.upper()} connections are not supported by this Entente yet")
+        adapter = factory(connection, settings, self._transport)
+        with self._lock:
+            self._adapters[connection.id] = (connection.version, adapter)
+        return adapter
+
+
+def adapter_cache(state: Any) -> AdapterCache:
+    """The cache kept in an application's ``app.state``, made on first use."""
+    cache = getattr(state, "idp_adapters", None)
+    if cache is None:
+        cache = AdapterCache()
+        state.idp_adapters = cache
+    return cache
