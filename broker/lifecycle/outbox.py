@@ -191,9 +191,19 @@ def claim_tasks(
     return tasks
 
 
-def complete_task(session: Session, task: DeliveryTask, *, outcome: str, remote_id: str | None) -> None:
-    """Replace the task by its receipt, in the caller's transaction."""
-    session.execute(delete(_TASKS).where(_TASKS.c.id == task.id))
+def _still_ours(task: DeliveryTask) -> Any:
+    """The claim fence: the row is still running under the claim this worker made (same attempt count).
+
+    A delivery that outlived its lease may have been claimed again by another worker; then only that
+    worker may record the outcome, so the task gets exactly one receipt.
+    """
+    return and_(_TASKS.c.id == task.id, _TASKS.c.state == TaskState.RUNNING.value, _TASKS.c.attempts == task.attempts)
+
+
+def complete_task(session: Session, task: DeliveryTask, *, outcome: str, remote_id: str | None) -> bool:
+    """Replace the task by its receipt, in the caller's transaction; ``False`` if the claim was lost."""
+    if not session.execute(delete(_TASKS).where(_still_ours(task))).rowcount:  # type: ignore[attr-defined]
+        return False
     session.execute(
         insert(_RECEIPTS),
         {
@@ -211,17 +221,18 @@ def complete_task(session: Session, task: DeliveryTask, *, outcome: str, remote_
             "done_at": utcnow(),
         },
     )
+    return True
 
 
-def reschedule_task(session: Session, task: DeliveryTask, *, delay: float | None, error: str) -> None:
-    """Put a failed task back in the queue after ``delay`` seconds, or bury it (``delay=None``)."""
+def reschedule_task(session: Session, task: DeliveryTask, *, delay: float | None, error: str) -> bool:
+    """Put a failed task back in the queue after ``delay`` seconds, or bury it (``delay=None``); fenced too."""
     values: dict[str, Any] = {"last_error": error[:1000], "lease_until": None}
     if delay is None:
         values["state"] = TaskState.DEAD.value
     else:
         values["state"] = TaskState.PENDING.value
         values["not_before"] = utcnow() + dt.timedelta(seconds=delay)
-    session.execute(update(_TASKS).where(_TASKS.c.id == task.id).values(**values))
+    return bool(session.execute(update(_TASKS).where(_still_ours(task)).values(**values)).rowcount)  # type: ignore[attr-defined]
 
 
 def retry_dead_tasks(

@@ -278,3 +278,28 @@ def test_worker_wakes_at_once_on_a_scim_change(
 
     elapsed = asyncio.run(scenario())
     assert elapsed < 5, f"provisioned after {elapsed:.2f}s: the worker waited for its poll instead of waking"
+
+
+def test_a_worker_whose_lease_ran_out_cannot_record_over_the_new_claim(
+    engine: Engine, settings: Settings, partner: PartnerHandle
+) -> None:
+    from broker.lifecycle.outbox import complete_task
+
+    ws = new_workspace(engine, settings)
+    subject = str(uuid.uuid4())
+    with Session(engine) as session:
+        enqueue(session, [NewTask(ws.id, partner.id, subject, TaskAction.DEPROVISION, "test", utcnow())])
+        session.commit()
+    with Session(engine) as session:
+        [slow] = [
+            t for t in claim_tasks(session, limit=1000, lease=dt.timedelta(seconds=-1)) if t.subject_id == subject
+        ]
+    with Session(engine) as session:
+        [fresh] = [
+            t for t in claim_tasks(session, limit=1000, lease=dt.timedelta(seconds=60)) if t.subject_id == subject
+        ]
+    with Session(engine) as session:
+        assert complete_task(session, slow, outcome="changed", remote_id=None) is False  # fenced off
+        assert complete_task(session, fresh, outcome="changed", remote_id=None) is True
+        session.commit()
+    assert [r.task_id for r in _receipts(engine, subject)] == [fresh.id]
