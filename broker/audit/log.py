@@ -1,8 +1,9 @@
 """Append-only audit records, written in the same transaction as the change they describe.
 
-Each record carries a SHA-256 leaf hash of its own canonical form, so the Merkle log of the
-audit issue (RFC 9162) can be built over the existing rows without re-deriving them. The database
-refuses UPDATE and DELETE on this table (triggers made by the migration).
+Each record carries ``leaf_sha256``, the SHA-256 of its *entry*: the canonical JSON
+(``canonical_json``) of the object ``record_entry`` builds. Those same entry bytes are the record's
+RFC 9162 Merkle leaf data (``leaf_data``), so anyone holding an exported entry recomputes both
+hashes. The database refuses UPDATE and DELETE on this table (triggers made by the migration).
 """
 
 from __future__ import annotations
@@ -11,14 +12,24 @@ import datetime as dt
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import JSON, Column, insert
 from sqlmodel import Field, Session, SQLModel
 
 from broker.types import UTCDateTime, utcnow
 
-__all__ = ["Actor", "AppendedAudit", "AuditRecord", "append_audit", "canonical_json", "digest"]
+__all__ = [
+    "Actor",
+    "AppendedAudit",
+    "AuditRecord",
+    "RecordFields",
+    "append_audit",
+    "canonical_json",
+    "digest",
+    "leaf_data",
+    "record_entry",
+]
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,70 @@ class AuditRecord(SQLModel, table=True):
     """SHA-256 of the record's canonical form (everything above), for the Merkle log."""
 
 
+def _entry(
+    occurred_at: dt.datetime,
+    partner_id: str | None,
+    actor_kind: str,
+    actor_id: str,
+    action: str,
+    resource_type: str | None,
+    resource_id: str | None,
+    before_sha256: str | None,
+    after_sha256: str | None,
+    detail: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        "occurred_at": occurred_at.isoformat(),
+        "partner_id": partner_id,
+        "actor": [actor_kind, actor_id],
+        "action": action,
+        "resource": [resource_type, resource_id],
+        "before": before_sha256,
+        "after": after_sha256,
+        "detail": detail,
+    }
+
+
+class RecordFields(Protocol):
+    """What ``record_entry`` reads: an ``AuditRecord``, or a row selected from its table."""
+
+    occurred_at: dt.datetime
+    partner_id: str | None
+    actor_kind: str
+    actor_id: str
+    action: str
+    resource_type: str | None
+    resource_id: str | None
+    before_sha256: str | None
+    after_sha256: str | None
+    detail: dict[str, Any]
+
+
+def record_entry(record: RecordFields) -> dict[str, Any]:
+    """What a record says, as the JSON object its hashes cover (everything but ``id`` and ``leaf_sha256``).
+
+    Keys: ``occurred_at`` (ISO 8601, UTC offset), ``partner_id``, ``actor`` ([kind, id]), ``action``,
+    ``resource`` ([type, id]), ``before`` and ``after`` (SHA-256 hex or null), ``detail`` (object).
+    """
+    return _entry(
+        record.occurred_at,
+        record.partner_id,
+        record.actor_kind,
+        record.actor_id,
+        record.action,
+        record.resource_type,
+        record.resource_id,
+        record.before_sha256,
+        record.after_sha256,
+        record.detail,
+    )
+
+
+def leaf_data(entry: dict[str, Any]) -> bytes:
+    """RFC 9162 §2.1.1 leaf data of a record: the canonical JSON of its entry; ``leaf_sha256`` is its SHA-256."""
+    return canonical_json(entry)
+
+
 _INSERT = insert(AuditRecord.__table__).returning(AuditRecord.__table__.c.id)  # type: ignore[attr-defined]
 """Built once: per call only parameters are bound (statement construction is most of an INSERT's cost)."""
 
@@ -92,20 +167,19 @@ def append_audit(
     """
     occurred_at = utcnow()
     before_sha256, after_sha256, detail = digest(before), digest(after), detail or {}
-    leaf = hashlib.sha256(
-        canonical_json(
-            {
-                "occurred_at": occurred_at.isoformat(),
-                "partner_id": partner_id,
-                "actor": [actor.kind, actor.id],
-                "action": action,
-                "resource": [resource_type, resource_id],
-                "before": before_sha256,
-                "after": after_sha256,
-                "detail": detail,
-            }
-        )
-    ).hexdigest()
+    entry = _entry(
+        occurred_at,
+        partner_id,
+        actor.kind,
+        actor.id,
+        action,
+        resource_type,
+        resource_id,
+        before_sha256,
+        after_sha256,
+        detail,
+    )
+    leaf = hashlib.sha256(leaf_data(entry)).hexdigest()
     params = {
         "occurred_at": occurred_at,
         "partner_id": partner_id,
