@@ -9,12 +9,15 @@ from typing import Annotated
 import typer
 from sqlalchemy.exc import SQLAlchemyError
 
+from broker.audit.cli import audit_app, partner_audit_key
 from broker.clikit import actor, database_error, fail, open_session, parse_duration
 from broker.db import migrate
 from broker.demo import set_up_demo
 from broker.errors import BrokerError
+from broker.federation.cli import idp_app
 from broker.lifecycle.cli import outbox_app, worker
 from broker.policy.cli import policy_app
+from broker.provider.cli import client_app
 from broker.settings import Settings
 from broker.tenants.models import DomainPolicy
 from broker.tenants.service import (
@@ -33,8 +36,12 @@ __all__ = ["app"]
 app = typer.Typer(help="Entente: a neutral identity and provisioning broker.", no_args_is_help=True)
 partner_app = typer.Typer(help="Partners (tenants), their domains and SCIM tokens.", no_args_is_help=True)
 app.add_typer(partner_app, name="partner")
+app.add_typer(audit_app, name="audit")
+partner_app.command("audit-key")(partner_audit_key)
 app.add_typer(workspace_app, name="workspace")
+app.add_typer(client_app, name="client")
 app.add_typer(policy_app, name="policy")
+app.add_typer(idp_app, name="idp")
 app.add_typer(outbox_app, name="outbox")
 app.command("worker")(worker)
 

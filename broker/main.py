@@ -12,10 +12,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from broker.audit.api import router as audit_router
 from broker.db import create_db_engine
 from broker.errors import BrokerError, InvalidValue, NotFound
+from broker.federation.api import router as login_router
 from broker.lifecycle.scheduler import start_scheduler
 from broker.lifecycle.worker import DeliveryWorker
+from broker.provider.api import router as provider_router
 from broker.scim.api import error_response
 from broker.scim.api import router as scim_router
 from broker.settings import Settings, get_settings
@@ -63,6 +66,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     for prefix in _SCIM_PREFIXES:
         app.include_router(scim_router, prefix=prefix, include_in_schema=prefix == "/scim/v2")
+    app.include_router(login_router)
+    app.include_router(audit_router)
+    app.include_router(provider_router)
 
     @app.exception_handler(BrokerError)
     async def broker_error(request: Request, exc: BrokerError) -> Response:

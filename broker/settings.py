@@ -86,6 +86,82 @@ class Settings(BaseSettings):
     grant_expiry_interval_seconds: float = Field(
         default=30.0, gt=0, description="How often the scheduler ends grants past their end date."
     )
+    audit_signing_key: SecretStr | None = Field(
+        default=None,
+        description="Ed25519 key signing audit checkpoints: base64 of a 32-byte seed, or a PKCS#8 PEM. "
+        "Unset: a key file is made at audit_signing_key_file.",
+    )
+    audit_signing_key_file: str = Field(
+        default="./entente-audit.key",
+        description="Audit signing key file (PKCS#8 PEM), created with mode 0600 when audit_signing_key is unset.",
+    )
+    audit_origin: str | None = Field(
+        default=None,
+        pattern=r"^[^\s+]+$",
+        description="Checkpoint origin line and signing key name (no spaces, no '+'); "
+        "default '<host of public_base_url>/audit'. Changing it starts a new log identity for verifiers.",
+    )
+    audit_checkpoint_interval_seconds: float = Field(
+        default=10.0, gt=0, description="Longest time new audit records wait for a signed checkpoint."
+    )
+    audit_checkpoint_max_records: int = Field(
+        default=1000, ge=1, description="New audit records that trigger a checkpoint before the interval is up."
+    )
+    audit_operator_token_sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256 (hex) of the operator bearer token of the audit API (`entente audit operator-token`); "
+        "unset: operators cannot use the audit API.",
+    )
+    login_session_minutes: int = Field(
+        default=480, ge=1, description="Lifetime of a login session at Entente after a federated login."
+    )
+    login_transaction_seconds: int = Field(
+        default=600,
+        ge=30,
+        description="How long a started login may take at the partner's IdP; also the oldest ID token `iat` "
+        "accepted (plus the clock skew).",
+    )
+    federation_clock_skew_seconds: int = Field(
+        default=60, ge=0, le=300, description="Leeway for ID token `exp`, `iat` and `nbf` against our clock."
+    )
+    federation_http_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Timeout of each request to a partner IdP (discovery, JWKS, token, userinfo)."
+    )
+    federation_metadata_ttl_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How long an IdP's discovery document and JWKS are reused; an unknown `kid` refetches the JWKS "
+        "at once (key rotation).",
+    )
+    oidc_access_token_seconds: int = Field(
+        default=300, ge=60, le=600, description="Lifetime of the OIDC provider's access tokens (JWT, RFC 9068)."
+    )
+    oidc_id_token_seconds: int = Field(default=300, ge=60, le=3600, description="Lifetime of ID tokens.")
+    oidc_code_seconds: int = Field(
+        default=60, ge=10, le=600, description="Lifetime of an authorization code (single use)."
+    )
+    oidc_refresh_token_days: float = Field(
+        default=14.0, gt=0, description="Idle lifetime of a refresh token; each use rotates it and restarts this."
+    )
+    oidc_grant_max_days: float = Field(
+        default=90.0, gt=0, description="Absolute lifetime of a refresh token family, however often it is rotated."
+    )
+    oidc_key_rotation_days: float = Field(
+        default=30.0, gt=0, description="Age at which the ID token signing key is replaced by a new one."
+    )
+    oidc_key_publish_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        description="How long a new signing key is published in the JWKS before it signs anything "
+        "(longer than relying parties cache the JWKS).",
+    )
+    oidc_login_path: str = Field(
+        default="/login", description="Entente's login page; /oidc/authorize sends people without a session there."
+    )
+    oidc_logout_sender: bool = Field(
+        default=True, description="Send queued back-channel logout tokens from `entente serve`."
+    )
 
 
 @lru_cache

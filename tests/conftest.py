@@ -6,6 +6,7 @@ partners (unique slug, unique verified domain), which is also how isolation is e
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import os
 import uuid
@@ -38,6 +39,8 @@ ENTERPRISE_SCHEMA = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 PATCH_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 ERROR_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:Error"
 TEST_SECRET_KEY = Fernet.generate_key().decode()
+TEST_AUDIT_SIGNING_KEY = base64.b64encode(os.urandom(32)).decode()
+"""The audit log's Ed25519 seed for this session (no key file is written)."""
 
 
 def _create_pg_database() -> str:
@@ -76,6 +79,7 @@ def settings(database_url: str) -> Settings:
         public_base_url="http://testserver",
         database_pool_size=4,
         secret_key=TEST_SECRET_KEY,
+        audit_signing_key=TEST_AUDIT_SIGNING_KEY,
         delivery_backoff_seconds=0.05,
         delivery_poll_seconds=0.2,
     )

@@ -21,7 +21,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from sqlalchemy import delete, func, insert, update
+from sqlalchemy import delete, false, func, insert, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from broker.audit.log import Actor, append_audit, canonical_json
@@ -33,6 +34,7 @@ from broker.policy.evaluate import evaluate
 from broker.policy.facts import Grant
 from broker.policy.model import PolicySet
 from broker.policy.store import active_policies
+from broker.provider.revocation import revoke_people
 from broker.scim.models import ScimUser
 from broker.types import utcnow
 from broker.workspaces.models import OnLeave, Workspace
@@ -200,6 +202,8 @@ def reconcile_subjects(
             },
         )
     enqueue(session, tasks)
+    gone = [s for s in causes if s not in people or not people[s].facts.active]
+    revoke_people(session, partner_id=partner_id, subject_ids=gone, reason="left")  # sessions die with access
     return changes
 
 
@@ -217,8 +221,11 @@ def _lock_cursor(session: Session) -> EngineCursor | None:
         if exists:
             return None  # the row exists but is locked by another engine
         cursor = EngineCursor(name=_CURSOR, last_event_id=0)
-        session.add(cursor)
-        session.flush()
+        try:
+            with session.begin_nested():  # two engines' first runs both make the row: the second waits its turn
+                session.add(cursor)
+        except IntegrityError:
+            return None
     return cursor
 
 
@@ -250,7 +257,9 @@ def process_events(session: Session, *, limit: int = 500) -> int:
         return 0
     events = session.exec(
         select(LifecycleEvent)
-        .where(col(LifecycleEvent.id) > cursor.last_event_id)
+        # Not ``id > last_event_id``: PostgreSQL hands out ids before commit, so a lower id can commit
+        # after a higher one was consumed; the flag (and its partial index) never skips it.
+        .where(col(LifecycleEvent.consumed) == false())
         .order_by(col(LifecycleEvent.id))
         .limit(limit)
     ).all()

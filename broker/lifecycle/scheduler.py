@@ -10,6 +10,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from broker.audit.checkpoints import run_checkpointer
 from broker.lifecycle import wakeup
 from broker.lifecycle.engine import expire_grants
 from broker.settings import Settings
@@ -44,6 +45,18 @@ def start_scheduler(engine: Engine, settings: Settings) -> AsyncIOScheduler:
         max_instances=1,
         coalesce=True,
         next_run_time=dt.datetime.now(dt.UTC),  # once at start, then every interval
+    )
+
+    async def audit_job() -> None:
+        await asyncio.to_thread(run_checkpointer, engine, settings)
+
+    scheduler.add_job(  # sequence audit records and sign checkpoints (broker/audit/checkpoints.py)
+        audit_job,
+        "interval",
+        seconds=min(1.0, settings.audit_checkpoint_interval_seconds),
+        id="audit-checkpoints",
+        max_instances=1,
+        coalesce=True,
     )
     scheduler.start()
     return scheduler

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import os
 import random
 import time
 from collections.abc import Awaitable, Mapping
@@ -161,10 +162,14 @@ class DeliveryWorker:
         with self._session() as session:
             for task, result in results:
                 if isinstance(result, _Done):
-                    complete_task(session, task, outcome=result.outcome, remote_id=result.remote_id)
+                    if not complete_task(session, task, outcome=result.outcome, remote_id=result.remote_id):
+                        log.warning("task %s was claimed again after its lease ran out; not recording", task.id)
+                        continue
                     self._remember_account(session, task, result)
                 else:
-                    reschedule_task(session, task, delay=result.delay, error=result.error)
+                    if not reschedule_task(session, task, delay=result.delay, error=result.error):
+                        log.warning("task %s was claimed again after its lease ran out; not recording", task.id)
+                        continue
                     if result.credentials:
                         session.execute(
                             update(Workspace.__table__)  # type: ignore[attr-defined]
@@ -182,6 +187,7 @@ class DeliveryWorker:
                         "workspace": workspaces[task.workspace_id].slug if task.workspace_id in workspaces else None,
                         "subject_id": task.subject_id,
                         "attempt": task.attempts,
+                        "worker_pid": os.getpid(),  # which process delivered: several may share a database
                         **(
                             {"outcome": result.outcome, "remote_id": result.remote_id}
                             if isinstance(result, _Done)

@@ -279,14 +279,18 @@ def _register_admin(base_url: str, shared_secret: str, log_path: Path) -> tuple[
 
 
 @contextmanager
-def running_synapse(workdir: Path, *, extra_config: Mapping[str, Any] | None = None) -> Iterator[Synapse]:
-    """Start a homeserver in ``workdir`` on a free port, yield it with an admin, stop it after.
+def running_synapse(
+    workdir: Path, *, extra_config: Mapping[str, Any] | None = None, port: int | None = None
+) -> Iterator[Synapse]:
+    """Start a homeserver in ``workdir`` on a free port (or ``port``), yield it with an admin, stop it after.
+
+    ``port`` is for peers that must name Synapse's URL before it starts (an OIDC client's redirect URI).
 
     At exit it must still be running (else: failure with its log); it is then sent SIGTERM. A
     traceback in its log also fails: none of our requests may make Synapse answer 500.
     """
     ensure_synapse_installed()
-    port = free_port()
+    port = port or free_port()
     shared_secret = secrets.token_urlsafe(32)
     config = homeserver_config(workdir=workdir, port=port, shared_secret=shared_secret, extra_config=extra_config)
     Path(config["signing_key_path"]).write_text(_signing_key())

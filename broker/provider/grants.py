@@ -1,0 +1,361 @@
+"""The grants Entente issues tokens through, as authlib grant classes.
+
+- Authorization code (RFC 6749 §4.1) with OpenID Connect (OIDC Core §3.1): codes live
+  ``oidc_code_seconds`` (60 s), are stored as SHA-256 and used once; a replayed code revokes what
+  it produced (RFC 6749 §4.1.2). ``nonce`` is required and never reused per client.
+- PKCE (RFC 7636) with S256 only: a challenge without ``code_challenge_method`` would mean
+  ``plain`` and is refused, so there is no downgrade (RFC 9700 §2.1.1, §4.8); public clients must
+  send one.
+- Refresh token (RFC 6749 §6) with rotation and reuse detection (RFC 9700 §4.14.2): every use
+  returns a new refresh token; a rotated one presented again revokes the whole family.
+
+Every exchange asks ``claims.admit`` again: a person who left, or lost the workspace, gets nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from authlib.oauth2.rfc6749.grants import AuthorizationCodeGrant, RefreshTokenGrant
+from authlib.oauth2.rfc7636 import CodeChallenge, create_s256_code_challenge
+from authlib.oidc.core import OpenIDCode, UserInfo
+from sqlalchemy import update
+from sqlmodel import Session, select
+
+from broker.provider.claims import Principal, admit, identity_claims
+from broker.provider.clients import CONFIDENTIAL_METHODS, RegisteredClient, sha256_hex
+from broker.provider.errors import (
+    InvalidGrantError,
+    InvalidRequestError,
+    RequestNotSupportedError,
+    RequestURINotSupportedError,
+)
+from broker.provider.keys import ALGORITHM
+from broker.provider.models import AuthorizationCode, TokenFamily
+from broker.provider.tokens import claim_refresh_token, find_refresh_token, revoke_families
+from broker.sessions.models import LoginSession
+
+if TYPE_CHECKING:
+    from joserfc.jwk import RSAKey
+
+    from broker.provider.requests import EntenteRequest
+    from broker.provider.server import EntenteAuthorizationServer
+
+__all__ = [
+    "AuthorizationRequestRules",
+    "CodeView",
+    "EntenteAuthorizationCodeGrant",
+    "EntenteCodeChallenge",
+    "EntenteOpenIDCode",
+    "EntenteRefreshTokenGrant",
+    "RefreshView",
+    "TOKEN_AUTH_METHODS",
+]
+
+TOKEN_AUTH_METHODS = [*CONFIDENTIAL_METHODS, "none"]
+"""Client authentication at the token and revocation endpoints (RFC 6749 §2.3.1; ``none``: public clients)."""
+_CODES = AuthorizationCode.__table__  # type: ignore[attr-defined]
+
+
+def _compare_s256(verifier: str, challenge: str) -> bool:
+    return hmac.compare_digest(str(create_s256_code_challenge(verifier)).encode(), challenge.encode())
+
+
+class EntenteCodeChallenge(CodeChallenge):  # type: ignore[misc]
+    """RFC 7636 PKCE, S256 only; required of public clients at the authorization endpoint already."""
+
+    DEFAULT_CODE_CHALLENGE_METHOD = "S256"
+    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+    CODE_CHALLENGE_METHODS = {"S256": _compare_s256}
+
+    def validate_code_challenge(self, grant: AuthorizationCodeGrant, redirect_uri: str) -> None:
+        super().validate_code_challenge(grant, redirect_uri)
+        data = grant.request.payload.data
+        if data.get("code_challenge") and data.get("code_challenge_method") != "S256":
+            raise InvalidRequestError("code_challenge_method must be S256; plain is not accepted")
+        client: RegisteredClient = grant.request.client
+        if client.public and not data.get("code_challenge"):
+            raise InvalidRequestError("a public client must send a PKCE code_challenge (S256)")
+
+
+class AuthorizationRequestRules:
+    """What Entente refuses in an authorization request beyond authlib's own checks.
+
+    OIDC Core §6: request objects are not supported (``request_not_supported`` /
+    ``request_uri_not_supported``). Only ``response_mode=query`` (RFC 9207 ``iss`` travels in the
+    query). RFC 6749 §3.1: no parameter twice. ``max_age`` (OIDC Core §3.1.2.1) is a whole number of
+    seconds. Raised after the redirect URI is validated, so each goes back to the client.
+    """
+
+    SINGLE = ("nonce", "prompt", "max_age", "response_mode", "code_challenge_method")
+
+    def __call__(self, grant: AuthorizationCodeGrant) -> None:
+        grant.register_hook("after_validate_authorization_request_payload", self.check)
+
+    def check(self, grant: AuthorizationCodeGrant, redirect_uri: str) -> None:
+        payload = grant.request.payload
+        if "request" in payload.data:
+            raise RequestNotSupportedError()
+        if "request_uri" in payload.data:
+            raise RequestURINotSupportedError()
+        for name in self.SINGLE:
+            if len(payload.datalist.get(name, [])) > 1:
+                raise InvalidRequestError(f"Multiple '{name}' in request.")
+        if payload.data.get("response_mode") not in (None, "query"):
+            raise InvalidRequestError("only response_mode=query is supported")
+        max_age = payload.data.get("max_age")
+        if max_age is not None and not (max_age.isdigit() and len(max_age) <= 10):
+            raise InvalidRequestError("max_age must be a whole number of seconds")
+
+
+@dataclass(frozen=True)
+class CodeView:
+    """An authorization code as authlib's grant and extensions read it."""
+
+    code_sha256: str
+    client_id: str
+    partner_id: str
+    subject_id: str
+    session_id: str
+    redirect_uri: str
+    scope: str
+    nonce: str | None
+    code_challenge: str | None
+    code_challenge_method: str | None
+    auth_time: dt.datetime
+
+    def get_redirect_uri(self) -> str:
+        return self.redirect_uri
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def get_nonce(self) -> str | None:
+        return self.nonce
+
+    def get_auth_time(self) -> int:
+        return int(self.auth_time.timestamp())
+
+    def get_acr(self) -> None:
+        return None
+
+    def get_amr(self) -> None:
+        return None
+
+
+def _server(grant: Any) -> EntenteAuthorizationServer:
+    return grant.server  # type: ignore[no-any-return]
+
+
+def _live_login(session: Session, session_id: str) -> bool:
+    login = session.get(LoginSession, session_id)
+    return login is not None and login.ended_at is None
+
+
+class EntenteAuthorizationCodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]
+    """RFC 6749 §4.1 + OIDC Core §3.1 code flow over Entente's tables."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = TOKEN_AUTH_METHODS
+
+    def save_authorization_code(self, code: str, request: EntenteRequest) -> None:
+        server = _server(self)
+        user: Principal = request.user
+        data = request.payload.data
+        server.session.add(
+            AuthorizationCode(
+                code_sha256=sha256_hex(code),
+                client_id=request.client.client_id,
+                partner_id=user.partner_id,
+                subject_id=user.subject_id,
+                session_id=user.session_id,
+                redirect_uri=request.payload.redirect_uri,
+                scope=request.scope or "",
+                nonce=data.get("nonce"),
+                code_challenge=data.get("code_challenge"),
+                code_challenge_method=data.get("code_challenge_method"),
+                auth_time=user.auth_time,
+                expires_at=server.now + dt.timedelta(seconds=server.settings.oidc_code_seconds),
+            )
+        )
+        server.session.flush()
+
+    def query_authorization_code(self, code: str, client: RegisteredClient) -> CodeView | None:
+        """The unused, unexpired code of this client; a second use revokes its tokens and is refused."""
+        server = _server(self)
+        session = server.session
+        row = session.get(AuthorizationCode, sha256_hex(code)) if len(code) <= 128 else None
+        if row is None or not hmac.compare_digest(row.client_id.encode(), client.client_id.encode()):
+            return None
+        claimed = row.used_at is None and row.expires_at > server.now
+        if claimed:
+            result = session.execute(
+                update(_CODES)
+                .where(_CODES.c.code_sha256 == row.code_sha256, _CODES.c.used_at.is_(None))
+                .values(used_at=server.now)
+            )
+            claimed = result.rowcount == 1  # type: ignore[attr-defined]
+        if not claimed:
+            if row.used_at is not None or row.expires_at > server.now:
+                session.refresh(row)
+                if row.family_id:
+                    revoke_families(session, family_ids=[row.family_id], reason="code_reuse", now=server.now)
+                    session.commit()
+                raise InvalidGrantError("the authorization code was already used; its tokens are revoked")
+            return None
+        return CodeView(
+            code_sha256=row.code_sha256,
+            client_id=row.client_id,
+            partner_id=row.partner_id,
+            subject_id=row.subject_id,
+            session_id=row.session_id,
+            redirect_uri=row.redirect_uri,
+            scope=row.scope,
+            nonce=row.nonce,
+            code_challenge=row.code_challenge,
+            code_challenge_method=row.code_challenge_method,
+            auth_time=row.auth_time,
+        )
+
+    def delete_authorization_code(self, authorization_code: CodeView) -> None:
+        """Kept (marked used) until it expires, so a replay is recognised."""
+
+    def authenticate_user(self, authorization_code: CodeView) -> Principal:
+        server = _server(self)
+        principal = None
+        if _live_login(server.session, authorization_code.session_id):
+            principal = admit(
+                server.session,
+                partner_id=authorization_code.partner_id,
+                subject_id=authorization_code.subject_id,
+                workspace_id=self.request.client.workspace_id,
+                session_id=authorization_code.session_id,
+                auth_time=authorization_code.auth_time,
+                now=server.now,
+            )
+        if principal is None:
+            raise InvalidGrantError("the person's session ended or their access to this workspace did")
+        return principal
+
+
+class EntenteOpenIDCode(OpenIDCode):  # type: ignore[misc]
+    """OIDC Core §3.1.3.6 ID tokens: RS256 with the current key, ``sid`` for back-channel logout."""
+
+    def __init__(self, server: EntenteAuthorizationServer) -> None:
+        super().__init__(require_nonce=True)
+        self.server = server
+
+    def exists_nonce(self, nonce: str, request: EntenteRequest) -> bool:
+        """A nonce this client already used in a code: a replayed authentication request."""
+        found = self.server.session.exec(
+            select(AuthorizationCode.code_sha256).where(
+                AuthorizationCode.client_id == request.payload.client_id, AuthorizationCode.nonce == nonce
+            )
+        ).first()
+        return found is not None
+
+    def generate_user_info(self, user: Principal, scope: str) -> UserInfo:
+        return UserInfo({**identity_claims(user, scope), "sid": user.session_id})
+
+    def resolve_client_private_key(self, client: RegisteredClient) -> RSAKey:
+        return self.server.keys.signing
+
+    def get_client_algorithm(self, client: RegisteredClient) -> str:
+        return ALGORITHM
+
+    def get_encode_header(self, client: RegisteredClient) -> dict[str, str]:
+        return self.server.keys.header("JWT")
+
+    def get_client_claims(self, client: RegisteredClient) -> dict[str, Any]:
+        now = int(self.server.now.timestamp())
+        return {
+            "iss": self.server.issuer,
+            "aud": client.client_id,
+            "iat": now,
+            "exp": now + self.server.settings.oidc_id_token_seconds,
+        }
+
+
+@dataclass(frozen=True)
+class RefreshView:
+    """A presented refresh token that may be exchanged (already marked rotated in this transaction)."""
+
+    family_id: str
+    client_id: str
+    partner_id: str
+    subject_id: str
+    session_id: str
+    scope: str
+    created_at: dt.datetime
+
+    def check_client(self, client: RegisteredClient) -> bool:
+        return self.client_id == client.client_id
+
+    def get_scope(self) -> str:
+        return self.scope
+
+
+class EntenteRefreshTokenGrant(RefreshTokenGrant):  # type: ignore[misc]
+    """RFC 6749 §6 with rotation; reuse of a rotated token revokes the family (RFC 9700 §4.14.2)."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = TOKEN_AUTH_METHODS
+    INCLUDE_NEW_REFRESH_TOKEN = True
+
+    def _revoke_and_refuse(self, family: TokenFamily, reason: str, description: str) -> None:
+        server = _server(self)
+        revoke_families(server.session, family_ids=[family.id], reason=reason, now=server.now)
+        server.session.commit()
+        raise InvalidGrantError(description)
+
+    def authenticate_refresh_token(self, refresh_token: str) -> RefreshView | None:
+        server = _server(self)
+        found = find_refresh_token(server.session, token=refresh_token)
+        if found is None:
+            return None
+        row, family = found
+        if family.client_id != self.request.client.client_id or family.revoked_at is not None:
+            return None
+        if row.rotated_at is not None or not claim_refresh_token(server.session, row=row, now=server.now):
+            self._revoke_and_refuse(
+                family, "refresh_reuse", "refresh token reuse detected: every token of this grant is revoked"
+            )
+        if row.expires_at <= server.now or family.expires_at <= server.now:
+            return None
+        return RefreshView(
+            family_id=family.id,
+            client_id=family.client_id,
+            partner_id=family.partner_id,
+            subject_id=family.subject_id,
+            session_id=family.session_id,
+            scope=family.scope,
+            created_at=family.created_at,
+        )
+
+    def authenticate_user(self, refresh_token: RefreshView) -> Principal:
+        """The person, if still admitted to the client's workspace; else the family is revoked and refused.
+
+        The login session may have expired (a refresh token outlives the browser session); one
+        that was ended (logout, leave) has already revoked this family.
+        """
+        server = _server(self)
+        login = server.session.get(LoginSession, refresh_token.session_id)
+        principal = admit(
+            server.session,
+            partner_id=refresh_token.partner_id,
+            subject_id=refresh_token.subject_id,
+            workspace_id=self.request.client.workspace_id,
+            session_id=refresh_token.session_id,
+            auth_time=login.created_at if login else refresh_token.created_at,
+            now=server.now,
+        )
+        if principal is None:
+            family = server.session.get(TokenFamily, refresh_token.family_id)
+            assert family is not None
+            self._revoke_and_refuse(family, "access_ended", "the person's access to this workspace has ended")
+        assert principal is not None
+        return principal
+
+    def revoke_old_credential(self, refresh_token: RefreshView) -> None:
+        """Already marked rotated by ``authenticate_refresh_token`` (atomically, before issuing)."""
