@@ -18,6 +18,7 @@ from broker.lifecycle import wakeup
 from broker.lifecycle.outbox import DeliveryTask, TaskState, retry_dead_tasks
 from broker.lifecycle.scheduler import start_scheduler
 from broker.lifecycle.worker import DeliveryWorker
+from broker.provider.logout import LogoutSender
 from broker.settings import Settings
 from broker.workspaces.models import Workspace
 from broker.workspaces.service import get_workspace
@@ -96,7 +97,7 @@ def outbox_retry(
 
 
 def worker() -> None:
-    """Run the lifecycle engine, the delivery worker and the grant-expiry job without the HTTP API."""
+    """Run the engine, the delivery worker, back-channel logouts and the timed jobs without the HTTP API."""
     settings = Settings()
     migrate(settings)
 
@@ -108,7 +109,10 @@ def worker() -> None:
         engine = create_db_engine(settings)
         scheduler = start_scheduler(engine, settings)
         try:
-            await DeliveryWorker(engine=engine, settings=settings).run(stop)
+            await asyncio.gather(
+                DeliveryWorker(engine=engine, settings=settings).run(stop),
+                LogoutSender(engine=engine, settings=settings).run(stop),
+            )
         finally:
             scheduler.shutdown(wait=False)
             engine.dispose()
