@@ -10,13 +10,17 @@ endpoint (it keeps everything in memory).
     python bench/scim.py --db postgresql --users 10000
     python bench/scim.py --db sqlite --users 1000000 --no-peer
 
-Results go to bench/results/scim-<db>-<users>.json and a Markdown table on stdout.
+PATCH load and filter queries go through bench/loadgen.py, a lean keep-alive HTTP/1.1 client: on a
+2-core machine httpx would spend more CPU per request than the server under test. Besides rates
+and latencies, each measure records the server process's CPU time per request (``cpu_ms``, from
+/proc/<pid>/stat), which a machine shared with other work distorts far less than wall-clock rates.
+
+Results go to bench/results/scim-<db>-<users>-w<workers>.json and a Markdown table on stdout.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import json
 import os
@@ -30,6 +34,7 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import psycopg
@@ -39,6 +44,7 @@ from sqlmodel import Session
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.loadgen import run_requests  # noqa: E402
 from broker.audit.log import Actor  # noqa: E402
 from broker.db import create_db_engine, migrate  # noqa: E402
 from broker.scim.models import ScimUser, ScimValue  # noqa: E402
@@ -54,6 +60,7 @@ BULK = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
 DOMAIN = "bench.test"
 FAMILY = ["Smith", "Jones", "Garcia", "Müller", "Rossi", "Dubois", "Kowalski", "Nakamura", "Okafor", "Silva"]
 BIN = Path(sys.executable).parent
+_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -91,6 +98,20 @@ class Server:
         self.name, self.base, self.headers, self.process = name, base, headers, process
         self.patch_errors = 0
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server has used so far: its process and, with --workers, the
+        worker processes it started (Linux /proc)."""
+        total = 0.0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                pid, rest = stat.read_text().split(" ", 1)
+            except OSError:  # the process ended meanwhile
+                continue
+            fields = rest.rsplit(")", 1)[1].split()
+            if int(pid) == self.process.pid or int(fields[1]) == self.process.pid:
+                total += (int(fields[11]) + int(fields[12])) / _TICKS
+        return total
+
     def stop(self) -> None:
         self.process.terminate()
         try:
@@ -127,7 +148,7 @@ def drop_database(name: str | None) -> None:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def start_entente(url: str, workers: int = 1) -> tuple[Server, str]:
+def start_entente(url: str, workers: int = 1, delivery_worker: bool = True) -> tuple[Server, str]:
     settings = Settings(database_url=url)
     migrate(settings)
     engine = create_db_engine(settings)
@@ -145,9 +166,14 @@ def start_entente(url: str, workers: int = 1) -> tuple[Server, str]:
         ).secret_text
     engine.dispose()
     port = free_port()
-    env = {**os.environ, "ENTENTE_DATABASE_URL": url, "ENTENTE_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}"}
+    env = {
+        **os.environ,
+        "ENTENTE_DATABASE_URL": url,
+        "ENTENTE_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        "ENTENTE_DELIVERY_WORKER": str(delivery_worker).lower(),
+    }
     process = subprocess.Popen(
-        [str(BIN / "entente"), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        [str(BIN / "entente"), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -231,9 +257,16 @@ def seed_copy(url: str, partner_id: str, start: int, stop: int) -> float:
         with conn.cursor().copy(f"COPY scim_user ({', '.join(user_cols)}) FROM STDIN") as copy:
             for i in range(start, stop):
                 doc = user_doc(i)
-                row = {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"bench-{i}")), "partner_id": partner_id,
-                       "version": 1, "created_at": now, "updated_at": now, "joined_at": now,
-                       "attributes": json.dumps(doc), **user_columns(doc)}
+                row = {
+                    "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"bench-{i}")),
+                    "partner_id": partner_id,
+                    "version": 1,
+                    "created_at": now,
+                    "updated_at": now,
+                    "joined_at": now,
+                    "attributes": json.dumps(doc),
+                    **user_columns(doc),
+                }
                 copy.write_row([row[c] for c in user_cols])
         pks = dict(conn.execute("SELECT id, pk FROM scim_user WHERE partner_id = %s", (partner_id,)).fetchall())
         quoted = ", ".join(f'"{c}"' for c in value_cols)
@@ -242,8 +275,18 @@ def seed_copy(url: str, partner_id: str, start: int, stop: int) -> float:
                 doc = user_doc(i)
                 pk = pks[str(uuid.uuid5(uuid.NAMESPACE_URL, f"bench-{i}"))]
                 for value in user_values(doc):
-                    copy.write_row([partner_id, pk, value["attribute"], value["value"], value["value_ci"],
-                                    value["type"], value["primary"], value["display"]])
+                    copy.write_row(
+                        [
+                            partner_id,
+                            pk,
+                            value["attribute"],
+                            value["value"],
+                            value["value_ci"],
+                            value["type"],
+                            value["primary"],
+                            value["display"],
+                        ]
+                    )
         conn.commit()
     return time.perf_counter() - began
 
@@ -260,9 +303,10 @@ def analyze(url: str) -> None:
 
 
 # -- measurements ---------------------------------------------------------------------------------
-def bulk_import(server: Server, start: int, stop: int, per_request: int = 1000) -> float:
-    """Users/s through POST /Bulk, sequential requests of `per_request` operations."""
+def bulk_import(server: Server, start: int, stop: int, per_request: int = 1000) -> dict[str, float]:
+    """Users/s through POST /Bulk, sequential requests of `per_request` operations, and server CPU per user."""
     with httpx.Client(headers=server.headers, timeout=600) as client:
+        cpu = server.cpu_seconds()
         began = time.perf_counter()
         for lo in range(start, stop, per_request):
             hi = min(lo + per_request, stop)
@@ -271,7 +315,11 @@ def bulk_import(server: Server, start: int, stop: int, per_request: int = 1000) 
             failed = [op for op in response.json()["Operations"] if not str(op["status"]).startswith("2")]
             if failed:
                 raise RuntimeError(f"{server.name}: bulk failures: {failed[:2]}")
-        return (stop - start) / (time.perf_counter() - began)
+        elapsed = time.perf_counter() - began
+    return {
+        "users_per_s": (stop - start) / elapsed,
+        "cpu_ms_per_user": 1000 * (server.cpu_seconds() - cpu) / (stop - start),
+    }
 
 
 def filters(n: int, rng: random.Random) -> dict[str, list[str]]:
@@ -288,54 +336,46 @@ def filters(n: int, rng: random.Random) -> dict[str, list[str]]:
 
 
 def latency(server: Server, queries: list[str]) -> dict[str, float]:
-    samples = []
-    with httpx.Client(headers=server.headers, timeout=600) as client:
-        for query in queries[:5]:  # warm-up
-            client.get(f"{server.base}/Users", params={"filter": query, "count": 10})
-        for query in queries:
-            began = time.perf_counter()
-            response = client.get(f"{server.base}/Users", params={"filter": query, "count": 10})
-            samples.append((time.perf_counter() - began) * 1000)
-            response.raise_for_status()
-    samples.sort()
+    """Sequential GET /Users?filter=...&count=10 over one keep-alive connection."""
+
+    def request(query: str) -> tuple[str, str, bytes]:
+        return ("GET", "/Users?" + urlencode({"filter": query, "count": 10}), b"")
+
+    run_requests(server.base, server.headers, [request(q) for q in queries[:5]], 1)  # warm-up
+    cpu = server.cpu_seconds()
+    outcome = run_requests(server.base, server.headers, [request(q) for q in queries], 1)
+    cpu = server.cpu_seconds() - cpu
+    if outcome.errors:
+        raise RuntimeError(f"{server.name}: filter queries failed, e.g. {outcome.errors[0]}")
+    samples = sorted(s * 1000 for s in outcome.latencies)
     return {
         "p50_ms": statistics.median(samples),
         "p99_ms": samples[min(len(samples) - 1, int(len(samples) * 0.99))],
         "n": len(samples),
+        "cpu_ms": 1000 * cpu / len(samples),
     }
 
 
-async def patch_throughput(server: Server, ids: list[str], total: int, concurrency: int) -> float:
+def patch_throughput(server: Server, ids: list[str], total: int, concurrency: int) -> dict[str, float]:
     """Durable PATCH/s: every PATCH changes a value, so each is a committed write (+ audit + event)."""
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(total):
-        queue.put_nowait(i)
-    errors: list[str] = []
-
-    async def worker(client: httpx.AsyncClient) -> None:
-        while True:
-            try:
-                i = queue.get_nowait()
-            except asyncio.QueueEmpty:
-                return
-            body = {"schemas": [PATCH], "Operations": [{"op": "replace", "path": "title", "value": f"t{i}"}]}
-            try:
-                response = await client.patch(f"{server.base}/Users/{ids[i % len(ids)]}", content=json.dumps(body))
-            except httpx.TransportError as exc:  # the server dropped the connection
-                errors.append(f"{type(exc).__name__}: {exc}")
-                continue
-            if response.status_code not in (200, 204):
-                errors.append(response.text[:200])
-
-    limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(headers=server.headers, timeout=600, limits=limits) as client:
-        began = time.perf_counter()
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-        elapsed = time.perf_counter() - began
-    if errors:
-        print(f"{server.name}: {len(errors)} of {total} PATCHes failed, e.g. {errors[0]}", file=sys.stderr)
-    server.patch_errors = len(errors)
-    return (total - len(errors)) / elapsed
+    requests = [
+        (
+            "PATCH",
+            f"/Users/{ids[i % len(ids)]}",
+            json.dumps(
+                {"schemas": [PATCH], "Operations": [{"op": "replace", "path": "title", "value": f"t{i}"}]}
+            ).encode(),
+        )
+        for i in range(total)
+    ]
+    cpu = server.cpu_seconds()
+    outcome = run_requests(server.base, server.headers, requests, concurrency)
+    cpu = server.cpu_seconds() - cpu
+    if outcome.errors:
+        print(
+            f"{server.name}: {len(outcome.errors)} of {total} PATCHes failed, e.g. {outcome.errors[0]}", file=sys.stderr
+        )
+    return {"per_s": outcome.ok / outcome.elapsed, "errors": len(outcome.errors), "cpu_ms": 1000 * cpu / total}
 
 
 def user_ids(server: Server, count: int) -> list[str]:
@@ -349,8 +389,10 @@ def measure(server: Server, n: int, patches: int, concurrency: int, seed: int) -
     rng = random.Random(seed)
     result: dict[str, Any] = {"filters": {k: latency(server, q) for k, q in filters(n, rng).items()}}
     ids = user_ids(server, 1000)
-    result["patch_per_s"] = asyncio.run(patch_throughput(server, ids, patches, concurrency))
-    result["patch_errors"] = server.patch_errors
+    patch = patch_throughput(server, ids, patches, concurrency)
+    result["patch_per_s"] = patch["per_s"]
+    result["patch_errors"] = patch["errors"]
+    result["patch_cpu_ms"] = patch["cpu_ms"]
     return result
 
 
@@ -363,6 +405,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--no-peer", action="store_true", help="skip scim2-server (e.g. at 1M users)")
     parser.add_argument("--workers", type=int, default=1, help="entente serve --workers")
+    parser.add_argument(
+        "--no-delivery-worker",
+        action="store_true",
+        help="serve without the in-process lifecycle engine and delivery worker (SCIM alone)",
+    )
     args = parser.parse_args()
 
     url, pg_name = database(args.db)
@@ -372,11 +419,14 @@ def main() -> None:
         "patches": args.patches,
         "concurrency": args.concurrency,
         "when": dt.datetime.now(dt.UTC).isoformat(),
+        "delivery_worker": not args.no_delivery_worker,
     }
-    entente, partner_id = start_entente(url, args.workers)
+    entente, partner_id = start_entente(url, args.workers, delivery_worker=not args.no_delivery_worker)
     try:
         bulk_users = min(args.bulk_users, args.users)
-        report["entente_bulk_users_per_s"] = bulk_import(entente, 0, bulk_users)
+        bulk = bulk_import(entente, 0, bulk_users)
+        report["entente_bulk_users_per_s"] = bulk["users_per_s"]
+        report["entente_bulk_cpu_ms_per_user"] = bulk["cpu_ms_per_user"]
         if args.users > bulk_users:
             report["entente_seed_seconds"] = seed_direct(url, partner_id, bulk_users, args.users)
         analyze(url)
@@ -387,11 +437,14 @@ def main() -> None:
     if not args.no_peer:
         peer = start_scim2_server()
         try:
-            report["scim2_server_bulk_users_per_s"] = bulk_import(peer, 0, args.users)
+            bulk = bulk_import(peer, 0, args.users)
+            report["scim2_server_bulk_users_per_s"] = bulk["users_per_s"]
+            report["scim2_server_bulk_cpu_ms_per_user"] = bulk["cpu_ms_per_user"]
             report["scim2_server"] = measure(peer, args.users, args.patches, args.concurrency, seed=7)
         finally:
             peer.stop()
-    out = ROOT / "bench" / "results" / f"scim-{args.db}-{args.users}-w{args.workers}.json"
+    suffix = "-scim-only" if args.no_delivery_worker else ""
+    out = ROOT / "bench" / "results" / f"scim-{args.db}-{args.users}-w{args.workers}{suffix}.json"
     out.write_text(json.dumps(report, indent=2))
     print(render(report))
 
@@ -399,20 +452,28 @@ def main() -> None:
 def render(report: dict[str, Any]) -> str:
     servers = [s for s in ("entente", "scim2_server") if s in report]
     lines = [
-        f"### {report['db']}, {report['users']:,} users",
+        f"### {report['db']}, {report['users']:,} users"
+        + ("" if report.get("delivery_worker", True) else " (SCIM alone: no delivery worker)"),
         "",
         "| measure | " + " | ".join(servers) + " |",
         "|---|" + "---|" * len(servers),
     ]
-    bulk = [f"{report.get(f'{s}_bulk_users_per_s', 0):,.0f}" for s in servers]
-    lines.append("| Bulk import, users/s | " + " | ".join(bulk) + " |")
-    lines.append("| durable PATCH/s | " + " | ".join(f"{report[s]['patch_per_s']:,.0f}" for s in servers) + " |")
-    lines.append("| PATCH errors | " + " | ".join(str(report[s].get("patch_errors", 0)) for s in servers) + " |")
+
+    def row(label: str, cell: Any) -> None:
+        lines.append(f"| {label} | " + " | ".join(cell(s) for s in servers) + " |")
+
+    row("Bulk import, users/s", lambda s: f"{report.get(f'{s}_bulk_users_per_s', 0):,.0f}")
+    row("Bulk, server CPU ms/user", lambda s: f"{report.get(f'{s}_bulk_cpu_ms_per_user', 0):.2f}")
+    row("durable PATCH/s", lambda s: f"{report[s]['patch_per_s']:,.0f}")
+    row("PATCH, server CPU ms", lambda s: f"{report[s].get('patch_cpu_ms', 0):.2f}")
+    row("PATCH errors", lambda s: str(report[s].get("patch_errors", 0)))
     for name in report["entente"]["filters"]:
-        cells = [
-            f"{report[s]['filters'][name]['p50_ms']:.1f} / {report[s]['filters'][name]['p99_ms']:.1f}" for s in servers
-        ]
-        lines.append(f"| filter {name}, p50 / p99 ms | " + " | ".join(cells) + " |")
+        row(
+            f"filter {name}, p50 / p99 ms (CPU ms)",
+            lambda s, name=name: "{p50_ms:.1f} / {p99_ms:.1f} ({cpu:.2f})".format(
+                cpu=report[s]["filters"][name].get("cpu_ms", 0), **report[s]["filters"][name]
+            ),
+        )
     return "\n".join(lines)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -10,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlmodel import Session, create_engine
 
 from broker.settings import Settings
@@ -53,6 +55,34 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+_PING_AFTER_IDLE_SECONDS = 1.0
+_IDLE_SINCE = "entente.idle_since"  #: key in a pooled connection's ``info``
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """``pool_pre_ping``, for connections that sat idle in the pool for over a second.
+
+    The stock pre-ping is a round trip before every checkout: a sixth of a short write's database
+    time. A connection back in use within a second is not worth proving alive again; one idle for
+    longer (a database restart, a proxy's idle timeout) is pinged, and a dead one replaced before
+    the request sees it, as pre-ping does.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get(_IDLE_SINCE)
+        if since is None or time.monotonic() - since < _PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            raise DisconnectionError("connection found dead after idling in the pool") from exc
+
+
 def create_db_engine(settings: Settings) -> Engine:
     """One engine per process; SQLite gets its pragmas, PostgreSQL a pool."""
     url = settings.database_url
@@ -60,12 +90,9 @@ def create_db_engine(settings: Settings) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         _configure_sqlite(engine)
         return engine
-    return create_engine(
-        url,
-        pool_size=settings.database_pool_size,
-        max_overflow=settings.database_pool_size,
-        pool_pre_ping=True,
-    )
+    engine = create_engine(url, pool_size=settings.database_pool_size, max_overflow=settings.database_pool_size)
+    _ping_when_idle(engine)
+    return engine
 
 
 def migrate(settings: Settings) -> None:

@@ -25,7 +25,7 @@ from broker.workspaces.service import add_workspace
 
 __all__ = ["DemoSetup", "set_up_demo"]
 
-DEMO_POLICY = Path(__file__).resolve().parent.parent / "policies" / "demo.yaml"
+DEMO_POLICY = Path(__file__).resolve().parent.parent / "policies" / "examples" / "demo.yaml"
 
 
 @dataclass(frozen=True)

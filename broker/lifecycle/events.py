@@ -13,6 +13,8 @@ The lifecycle engine reads them in ``id`` order; nothing downstream re-derives t
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -22,7 +24,7 @@ from sqlmodel import Field, Session, SQLModel
 from broker.lifecycle.wakeup import MARK
 from broker.types import UTCDateTime, utcnow
 
-__all__ = ["EventKind", "LifecycleEvent", "record_event"]
+__all__ = ["EventKind", "LifecycleEvent", "NewEvent", "record_event", "record_events"]
 
 
 class EventKind(StrEnum):
@@ -69,6 +71,39 @@ class LifecycleEvent(SQLModel, table=True):
 _INSERT = insert(LifecycleEvent.__table__)  # type: ignore[attr-defined]
 
 
+@dataclass(frozen=True)
+class NewEvent:
+    """An event to record (``record_events``)."""
+
+    partner_id: str
+    kind: EventKind
+    subject_type: str
+    subject_id: str
+    detail: dict[str, Any] | None = None
+    audit_id: int | None = None
+
+
+def record_events(session: Session, events: Sequence[NewEvent]) -> None:
+    """Insert events in the caller's transaction, so they commit or roll back with the change itself;
+    many in one executemany (a Bulk import's joiners), in the order given."""
+    if not events:
+        return
+    session.info[MARK] = True  # the commit wakes this process's delivery worker (broker.lifecycle.wakeup)
+    rows = [
+        {
+            "partner_id": event.partner_id,
+            "kind": event.kind.value,
+            "subject_type": event.subject_type,
+            "subject_id": event.subject_id,
+            "detail": event.detail or {},
+            "occurred_at": utcnow(),
+            "audit_id": event.audit_id,
+        }
+        for event in events
+    ]
+    session.connection().execute(_INSERT, rows)
+
+
 def record_event(
     session: Session,
     *,
@@ -79,17 +114,5 @@ def record_event(
     detail: dict[str, Any] | None = None,
     audit_id: int | None = None,
 ) -> None:
-    """Insert an event in the caller's transaction, so it commits or rolls back with the change itself."""
-    session.info[MARK] = True  # the commit wakes this process's delivery worker (broker.lifecycle.wakeup)
-    session.execute(
-        _INSERT,
-        {
-            "partner_id": partner_id,
-            "kind": kind.value,
-            "subject_type": subject_type,
-            "subject_id": subject_id,
-            "detail": detail or {},
-            "occurred_at": utcnow(),
-            "audit_id": audit_id,
-        },
-    )
+    """Insert one event in the caller's transaction (see ``record_events``)."""
+    record_events(session, [NewEvent(partner_id, kind, subject_type, subject_id, detail, audit_id)])

@@ -8,13 +8,13 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from anyio import CapacityLimiter, to_thread
+from anyio.lowlevel import RunVar
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from scim2_models import Error, SearchRequest
 from sqlmodel import Session
-from starlette.concurrency import run_in_threadpool
 
-from broker.db import SessionDep
 from broker.errors import (
     BrokerError,
     Forbidden,
@@ -26,12 +26,13 @@ from broker.errors import (
     Unauthorized,
 )
 from broker.scim import bulk, discovery, groups, users
-from broker.scim.auth import ScimCaller, ScimCallerDep
+from broker.scim.auth import ScimCaller, ScimCallerDep, confirm_caller
 from broker.scim.common import etag_matches
 from broker.scim.filters import ResourceKind
 from broker.scim.listing import ListQuery, integer_parameter, list_resources, render_groups, render_users
-from broker.scim.models import ScimGroup, ScimUser
+from broker.scim.models import ScimGroup
 from broker.scim.resources import etag, unstorable
+from broker.scim.stored import StoredUser
 
 __all__ = ["SCIM_MEDIA_TYPE", "error_response", "router"]
 
@@ -62,8 +63,8 @@ def error_response(error: BrokerError) -> Response:
     return ScimResponse(body, status_code=error.status, headers=headers)
 
 
-async def _body(request: Request, limit: int | None = None) -> Any:
-    raw = await request.body()
+def _parse_body(raw: bytes, limit: int | None = None) -> Any:
+    """The JSON body, checked; run after ``confirm_caller``, so a refused token is told so first."""
     if limit is not None and len(raw) > limit:
         raise PayloadTooLarge(f"request body of {len(raw)} bytes exceeds maxPayloadSize {limit}")
     if not raw.strip():
@@ -92,9 +93,44 @@ def _refuse_unstorable(document: Any) -> None:
             pending.extend(item)
 
 
-async def _off_loop(work: Callable[[], Response]) -> Response:
-    """Run the synchronous database part of an async handler in the thread pool, off the event loop."""
-    return await run_in_threadpool(work)
+Work = Callable[[Session, ScimCaller], Response]
+"""``work(session, caller)``: a request's database part, from the caller's confirmation to its response."""
+
+
+_DATABASE_THREADS: RunVar[CapacityLimiter] = RunVar("entente.scim.database_threads")
+
+
+def _database_threads(size: int) -> CapacityLimiter:
+    """The threads SCIM requests do their database work in: as many as the pool has connections.
+
+    More would only wait for a connection while competing for the GIL with those that have one
+    (anyio's default allows 40). One limiter per event loop, as anyio keeps its own default.
+    """
+    try:
+        return _DATABASE_THREADS.get()
+    except LookupError:
+        limiter = CapacityLimiter(size)
+        _DATABASE_THREADS.set(limiter)
+        return limiter
+
+
+async def _in_session(request: Request, caller: ScimCaller, work: Work) -> Response:
+    """Confirm the caller, then run the request's work, rendering included, in ONE thread-pool call
+    and one session.
+
+    Every endpoint is async and so are its dependencies, so a request crosses to a thread exactly
+    once (each hop is a context switch and a fight for the GIL with the event loop). Parameters and
+    bodies are checked inside ``work``, after the confirmation, so a revoked token is refused before
+    anything about the request is judged. The session closes, rolling back anything uncommitted,
+    before the thread returns.
+    """
+    engine = request.app.state.engine
+
+    def run() -> Response:
+        with Session(engine, expire_on_commit=False) as session:
+            return work(session, confirm_caller(session, caller))
+
+    return await to_thread.run_sync(run, limiter=_database_threads(caller.settings.database_pool_size))
 
 
 def _params(request: Request) -> dict[str, str]:
@@ -142,11 +178,11 @@ def _search_query(body: Any) -> ListQuery:
 
 
 def _resource_response(
-    session: Session, caller: ScimCaller, row: ScimUser | ScimGroup, request: Request, status: int = 200
+    session: Session, caller: ScimCaller, row: StoredUser | ScimGroup, request: Request, status: int = 200
 ) -> Response:
     params = _params(request)
     attributes, excluded = _split(params.get("attributes")), _split(params.get("excludedattributes"))
-    if isinstance(row, ScimUser):
+    if isinstance(row, StoredUser):
         body = render_users(session=session, caller=caller, rows=[row], attributes=attributes, excluded=excluded)[0]
         endpoint = "Users"
     else:
@@ -170,36 +206,50 @@ def _no_filter(request: Request) -> None:
 
 
 @router.get("/ServiceProviderConfig")
-def get_service_provider_config(request: Request, caller: ScimCallerDep) -> Response:
-    _no_filter(request)
-    return ScimResponse(discovery.service_provider_config(caller.settings, caller.base_url))
+async def get_service_provider_config(request: Request, caller: ScimCallerDep) -> Response:
+    def work(_: Session, caller: ScimCaller) -> Response:
+        _no_filter(request)
+        return ScimResponse(discovery.service_provider_config(caller.settings, caller.base_url))
+
+    return await _in_session(request, caller, work)
 
 
 @router.get("/ResourceTypes")
-def get_resource_types(request: Request, caller: ScimCallerDep) -> Response:
-    _no_filter(request)
-    return ScimResponse(discovery.resource_types(caller.base_url))
+async def get_resource_types(request: Request, caller: ScimCallerDep) -> Response:
+    def work(_: Session, caller: ScimCaller) -> Response:
+        _no_filter(request)
+        return ScimResponse(discovery.resource_types(caller.base_url))
+
+    return await _in_session(request, caller, work)
 
 
 @router.get("/ResourceTypes/{name}")
-def get_resource_type(name: str, caller: ScimCallerDep) -> Response:
-    return ScimResponse(discovery.resource_type(name, caller.base_url))
+async def get_resource_type(name: str, request: Request, caller: ScimCallerDep) -> Response:
+    return await _in_session(
+        request, caller, lambda _, caller: ScimResponse(discovery.resource_type(name, caller.base_url))
+    )
 
 
 @router.get("/Schemas")
-def get_schemas(request: Request, caller: ScimCallerDep) -> Response:
-    _no_filter(request)
-    return ScimResponse(discovery.schemas(caller.base_url))
+async def get_schemas(request: Request, caller: ScimCallerDep) -> Response:
+    def work(_: Session, caller: ScimCaller) -> Response:
+        _no_filter(request)
+        return ScimResponse(discovery.schemas(caller.base_url))
+
+    return await _in_session(request, caller, work)
 
 
 @router.get("/Schemas/{urn}")
-def get_schema(urn: str, caller: ScimCallerDep) -> Response:
-    return ScimResponse(discovery.schema(urn, caller.base_url))
+async def get_schema(urn: str, request: Request, caller: ScimCallerDep) -> Response:
+    return await _in_session(request, caller, lambda _, caller: ScimResponse(discovery.schema(urn, caller.base_url)))
 
 
 @router.api_route("/Me", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
-def me(caller: ScimCallerDep) -> Response:
-    raise NotSupported("/Me is not supported: partner IT provisions through /Users")
+async def me(request: Request, caller: ScimCallerDep) -> Response:
+    def work(_: Session, __: ScimCaller) -> Response:
+        raise NotSupported("/Me is not supported: partner IT provisions through /Users")
+
+    return await _in_session(request, caller, work)
 
 
 # -- list and search ------------------------------------------------------------------------------
@@ -208,32 +258,44 @@ def _list(session: Session, caller: ScimCaller, kind: ResourceKind, query: ListQ
 
 
 @router.get("/Users")
-def list_users(request: Request, session: SessionDep, caller: ScimCallerDep) -> Response:
-    return _list(session, caller, "User", _list_query(_params(request)))
+async def list_users(request: Request, caller: ScimCallerDep) -> Response:
+    return await _in_session(
+        request, caller, lambda session, caller: _list(session, caller, "User", _list_query(_params(request)))
+    )
 
 
 @router.get("/Groups")
-def list_groups(request: Request, session: SessionDep, caller: ScimCallerDep) -> Response:
-    return _list(session, caller, "Group", _list_query(_params(request)))
+async def list_groups(request: Request, caller: ScimCallerDep) -> Response:
+    return await _in_session(
+        request, caller, lambda session, caller: _list(session, caller, "Group", _list_query(_params(request)))
+    )
+
+
+async def _search(request: Request, caller: ScimCaller, kind: ResourceKind | None) -> Response:
+    """POST .search on one type, or on both at the root (``kind`` None)."""
+    raw = await request.body()
+
+    def work(session: Session, caller: ScimCaller) -> Response:
+        query = _search_query(_parse_body(raw))
+        return _search_both(session, caller, query) if kind is None else _list(session, caller, kind, query)
+
+    return await _in_session(request, caller, work)
 
 
 @router.post("/Users/.search")
-async def search_users(request: Request, session: SessionDep, caller: ScimCallerDep) -> Response:
-    query = _search_query(await _body(request))
-    return await _off_loop(lambda: _list(session, caller, "User", query))
+async def search_users(request: Request, caller: ScimCallerDep) -> Response:
+    return await _search(request, caller, "User")
 
 
 @router.post("/Groups/.search")
-async def search_groups(request: Request, session: SessionDep, caller: ScimCallerDep) -> Response:
-    query = _search_query(await _body(request))
-    return await _off_loop(lambda: _list(session, caller, "Group", query))
+async def search_groups(request: Request, caller: ScimCallerDep) -> Response:
+    return await _search(request, caller, "Group")
 
 
 @router.post("/.search")
-async def search_all(request: Request, session: SessionDep, caller: ScimCallerDep) -> Response:
+async def search_all(request: Request, caller: ScimCallerDep) -> Response:
     """Root search (RFC 7644 §3.4.3): Users then Groups, one page over both."""
-    query = _search_query(await _body(request))
-    return await _off_loop(lambda: _search_both(session, caller, query))
+    return await _search(request, caller, None)
 
 
 def _search_both(session: Session, caller: ScimCaller, query: ListQuery) -> Response:
@@ -276,30 +338,41 @@ def _search_both(session: Session, caller: ScimCaller, query: ListQuery) -> Resp
 
 
 # -- Users and Groups (RFC 7644 §3.3-§3.6) --------------------------------------------------------
-async def _write(
-    request: Request,
-    session: Session,
-    caller: ScimCaller,
-    write: Callable[[Any, str | None], ScimUser | ScimGroup],
-    *,
-    status: int = 200,
-) -> Response:
-    """Read the body on the event loop; validate, store, commit and render in the thread pool.
+Write = Callable[[Session, ScimCaller, Any, str | None], StoredUser | ScimGroup]
+"""``write(session, caller, payload, if_match)``: one service call, uncommitted."""
 
-    ``write(payload, if_match)`` is the service call; the change is committed before we answer.
+
+async def _write(request: Request, caller: ScimCaller, write: Write, *, status: int = 200) -> Response:
+    """Read the body on the event loop; check it, store, commit and render in the thread pool.
+
+    The change is committed (durably: SQLite ``synchronous=FULL``, PostgreSQL's commit) before we answer.
     """
-    payload = await _body(request)
+    raw = await request.body()
     if_match = request.headers.get("if-match")
 
-    def work() -> Response:
-        row = write(payload, if_match)
+    def work(session: Session, caller: ScimCaller) -> Response:
+        row = write(session, caller, _parse_body(raw), if_match)
         session.commit()
         return _resource_response(session, caller, row, request, status=status)
 
-    return await _off_loop(work)
+    return await _in_session(request, caller, work)
 
 
-def _read(session: Session, caller: ScimCaller, request: Request, row: ScimUser | ScimGroup) -> Response:
+async def _delete(
+    request: Request, caller: ScimCaller, delete: Callable[[Session, ScimCaller, str | None], None]
+) -> Response:
+    """``delete(session, caller, if_match)``, committed, then 204."""
+    if_match = request.headers.get("if-match")
+
+    def work(session: Session, caller: ScimCaller) -> Response:
+        delete(session, caller, if_match)
+        session.commit()
+        return Response(status_code=204)
+
+    return await _in_session(request, caller, work)
+
+
+def _read(session: Session, caller: ScimCaller, request: Request, row: StoredUser | ScimGroup) -> Response:
     """GET of one resource, honouring If-None-Match (RFC 7644 §3.14)."""
     if_none_match = request.headers.get("if-none-match")
     if if_none_match and etag_matches(if_none_match, row.version):
@@ -308,94 +381,102 @@ def _read(session: Session, caller: ScimCaller, request: Request, row: ScimUser 
 
 
 @router.post("/Users")
-async def post_user(request: Request, session: SessionDep, caller: ScimCallerDep) -> Response:
-    def write(payload: Any, _: str | None) -> ScimUser:
+async def post_user(request: Request, caller: ScimCallerDep) -> Response:
+    def write(session: Session, caller: ScimCaller, payload: Any, _: str | None) -> StoredUser:
         return users.create_user(session=session, caller=caller, payload=payload)
 
-    return await _write(request, session, caller, write, status=201)
+    return await _write(request, caller, write, status=201)
 
 
 @router.get("/Users/{user_id}")
-def get_user(user_id: str, request: Request, session: SessionDep, caller: ScimCallerDep) -> Response:
-    return _read(session, caller, request, users.get_user(session=session, caller=caller, user_id=user_id))
+async def get_user(user_id: str, request: Request, caller: ScimCallerDep) -> Response:
+    def work(session: Session, caller: ScimCaller) -> Response:
+        return _read(session, caller, request, users.get_user(session=session, caller=caller, user_id=user_id))
+
+    return await _in_session(request, caller, work)
 
 
 @router.put("/Users/{user_id}")
-async def put_user(user_id: str, request: Request, session: SessionDep, caller: ScimCallerDep) -> Response:
-    def write(payload: Any, if_match: str | None) -> ScimUser:
+async def put_user(user_id: str, request: Request, caller: ScimCallerDep) -> Response:
+    def write(session: Session, caller: ScimCaller, payload: Any, if_match: str | None) -> StoredUser:
         return users.replace_user(session=session, caller=caller, user_id=user_id, payload=payload, if_match=if_match)
 
-    return await _write(request, session, caller, write)
+    return await _write(request, caller, write)
 
 
 @router.patch("/Users/{user_id}")
-async def patch_user(user_id: str, request: Request, session: SessionDep, caller: ScimCallerDep) -> Response:
-    def write(payload: Any, if_match: str | None) -> ScimUser:
+async def patch_user(user_id: str, request: Request, caller: ScimCallerDep) -> Response:
+    def write(session: Session, caller: ScimCaller, payload: Any, if_match: str | None) -> StoredUser:
         return users.patch_user(session=session, caller=caller, user_id=user_id, payload=payload, if_match=if_match)
 
-    return await _write(request, session, caller, write)
+    return await _write(request, caller, write)
 
 
 @router.delete("/Users/{user_id}")
-def delete_user(user_id: str, request: Request, session: SessionDep, caller: ScimCallerDep) -> Response:
-    users.delete_user(session=session, caller=caller, user_id=user_id, if_match=request.headers.get("if-match"))
-    session.commit()
-    return Response(status_code=204)
+async def delete_user(user_id: str, request: Request, caller: ScimCallerDep) -> Response:
+    def delete(session: Session, caller: ScimCaller, if_match: str | None) -> None:
+        users.delete_user(session=session, caller=caller, user_id=user_id, if_match=if_match)
+
+    return await _delete(request, caller, delete)
 
 
 @router.post("/Groups")
-async def post_group(request: Request, session: SessionDep, caller: ScimCallerDep) -> Response:
-    def write(payload: Any, _: str | None) -> ScimGroup:
+async def post_group(request: Request, caller: ScimCallerDep) -> Response:
+    def write(session: Session, caller: ScimCaller, payload: Any, _: str | None) -> ScimGroup:
         return groups.create_group(session=session, caller=caller, payload=payload)
 
-    return await _write(request, session, caller, write, status=201)
+    return await _write(request, caller, write, status=201)
 
 
 @router.get("/Groups/{group_id}")
-def get_group(group_id: str, request: Request, session: SessionDep, caller: ScimCallerDep) -> Response:
-    return _read(session, caller, request, groups.get_group(session=session, caller=caller, group_id=group_id))
+async def get_group(group_id: str, request: Request, caller: ScimCallerDep) -> Response:
+    def work(session: Session, caller: ScimCaller) -> Response:
+        return _read(session, caller, request, groups.get_group(session=session, caller=caller, group_id=group_id))
+
+    return await _in_session(request, caller, work)
 
 
 @router.put("/Groups/{group_id}")
-async def put_group(group_id: str, request: Request, session: SessionDep, caller: ScimCallerDep) -> Response:
-    def write(payload: Any, if_match: str | None) -> ScimGroup:
+async def put_group(group_id: str, request: Request, caller: ScimCallerDep) -> Response:
+    def write(session: Session, caller: ScimCaller, payload: Any, if_match: str | None) -> ScimGroup:
         return groups.replace_group(
             session=session, caller=caller, group_id=group_id, payload=payload, if_match=if_match
         )
 
-    return await _write(request, session, caller, write)
+    return await _write(request, caller, write)
 
 
 @router.patch("/Groups/{group_id}")
-async def patch_group(group_id: str, request: Request, session: SessionDep, caller: ScimCallerDep) -> Response:
+async def patch_group(group_id: str, request: Request, caller: ScimCallerDep) -> Response:
     """200 with the group, members rendered unless the client excluded them (Entra sends
     excludedAttributes=members on reads to keep large groups cheap)."""
 
-    def write(payload: Any, if_match: str | None) -> ScimGroup:
+    def write(session: Session, caller: ScimCaller, payload: Any, if_match: str | None) -> ScimGroup:
         return groups.patch_group(session=session, caller=caller, group_id=group_id, payload=payload, if_match=if_match)
 
-    return await _write(request, session, caller, write)
+    return await _write(request, caller, write)
 
 
 @router.delete("/Groups/{group_id}")
-def delete_group(group_id: str, request: Request, session: SessionDep, caller: ScimCallerDep) -> Response:
-    groups.delete_group(session=session, caller=caller, group_id=group_id, if_match=request.headers.get("if-match"))
-    session.commit()
-    return Response(status_code=204)
+async def delete_group(group_id: str, request: Request, caller: ScimCallerDep) -> Response:
+    def delete(session: Session, caller: ScimCaller, if_match: str | None) -> None:
+        groups.delete_group(session=session, caller=caller, group_id=group_id, if_match=if_match)
+
+    return await _delete(request, caller, delete)
 
 
 # -- Bulk -----------------------------------------------------------------------------------------
 @router.post("/Bulk")
-async def post_bulk(request: Request, session: SessionDep, caller: ScimCallerDep) -> Response:
+async def post_bulk(request: Request, caller: ScimCallerDep) -> Response:
     limit = caller.settings.scim_bulk_max_payload_bytes
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    if declared and declared.isdigit() and int(declared) > limit:  # refused before a byte is read
         raise PayloadTooLarge(f"request body of {declared} bytes exceeds maxPayloadSize {limit}")
-    payload = await _body(request, limit=limit)
+    raw = await request.body()
 
-    def work() -> Response:
-        body = bulk.run_bulk(session=session, caller=caller, payload=payload)
+    def work(session: Session, caller: ScimCaller) -> Response:
+        body = bulk.run_bulk(session=session, caller=caller, payload=_parse_body(raw, limit=limit))
         session.commit()
         return ScimResponse(body)
 
-    return await _off_loop(work)
+    return await _in_session(request, caller, work)

@@ -1,19 +1,31 @@
-"""Bearer authentication for the SCIM API: the token alone decides the partner (RFC 6750)."""
+"""Bearer authentication for the SCIM API: the token alone decides the partner (RFC 6750).
+
+Two steps. ``scim_caller``, an async dependency, verifies the token before the request body is
+read: from ``broker.tenants.token_cache`` on the event loop when it was verified in the last
+``scim_auth_cache_seconds``, else against the database in the thread pool. ``confirm_caller`` then
+runs first in the request's own transaction and refuses a token revoked, expired or suspended since
+(by this process or any other), so the cache never outlives a revocation.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
 from broker.audit.log import Actor
-from broker.db import SessionDep
 from broker.errors import Unauthorized
 from broker.settings import Settings
-from broker.tenants.service import authenticate_scim_token, partner_domains
+from broker.tenants.service import authenticate_scim_token, confirm_scim_token
+from broker.tenants.token_cache import AuthenticatedToken, TokenCache, token_cache
+from broker.types import utcnow
 
-__all__ = ["ScimCaller", "ScimCallerDep", "scim_caller"]
+__all__ = ["ScimCaller", "ScimCallerDep", "confirm_caller", "scim_caller"]
 
 
 @dataclass(frozen=True)
@@ -25,34 +37,54 @@ class ScimCaller:
     domain_policy: str
     domains: frozenset[str]
     actor: Actor
+    """``Actor("scim_token", <token id>)``."""
     base_url: str
     """Absolute SCIM base URL for meta.location, e.g. https://entente.example/scim/v2."""
     settings: Settings
 
 
-def scim_caller(request: Request, session: SessionDep) -> ScimCaller:
-    """Resolve the Authorization header to a ScimCaller, or raise Unauthorized with the reason."""
-    header = request.headers.get("authorization")
+def _credential(header: str | None) -> str:
     if not header:
         raise Unauthorized("missing Authorization header: send 'Authorization: Bearer <token>'", credentials_sent=False)
     scheme, _, credential = header.partition(" ")
     if scheme.lower() != "bearer" or not credential.strip():
         raise Unauthorized("Authorization must use the Bearer scheme", credentials_sent=False)
-    partner, token = authenticate_scim_token(session=session, presented=credential.strip())
-    used = bool(session.dirty)  # read before the next query autoflushes it
-    domains = frozenset(partner_domains(session=session, partner_id=partner.id))
-    if used:
-        session.commit()  # persists last_used_at (at most once a minute); nothing else is pending yet
+    return credential.strip()
+
+
+def _authenticate(engine: Engine, cache: TokenCache, credential: str, ttl: float) -> AuthenticatedToken:
+    with Session(engine, expire_on_commit=False) as session:
+        token = authenticate_scim_token(session=session, presented=credential)
+    cache.put(credential, token, ttl=ttl)
+    return token
+
+
+async def scim_caller(request: Request) -> ScimCaller:
+    """Resolve the Authorization header to a ScimCaller, or raise Unauthorized with the reason."""
+    credential = _credential(request.headers.get("authorization"))
     settings: Settings = request.app.state.settings
+    engine: Engine = request.app.state.engine
+    cache = token_cache(engine)
+    ttl = settings.scim_auth_cache_seconds
+    token = cache.get(credential, ttl=ttl, now=utcnow())
+    if token is None:
+        token = await run_in_threadpool(_authenticate, engine, cache, credential, ttl)
     return ScimCaller(
-        partner_id=partner.id,
-        partner_slug=partner.slug,
-        domain_policy=partner.domain_policy,
-        domains=domains,
-        actor=Actor(kind="scim_token", id=token.id),
+        partner_id=token.partner_id,
+        partner_slug=token.partner_slug,
+        domain_policy=token.domain_policy,
+        domains=token.domains,
+        actor=Actor(kind="scim_token", id=token.token_id),
         base_url=settings.public_base_url.rstrip("/") + "/scim/v2",
         settings=settings,
     )
 
 
 ScimCallerDep = Annotated[ScimCaller, Depends(scim_caller)]
+
+
+def confirm_caller(session: Session, caller: ScimCaller) -> ScimCaller:
+    """The caller, once its token is confirmed still usable in this transaction (with the partner's
+    current domain policy, should an operator have switched it since the token was verified)."""
+    policy = confirm_scim_token(session=session, token_id=caller.actor.id)
+    return caller if policy == caller.domain_policy else dataclasses.replace(caller, domain_policy=policy)

@@ -3,17 +3,19 @@ references (forward ones included) resolved before an operation runs, and ``fail
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from scim2_models import BulkRequest, BulkResponse, Error
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from broker.errors import BrokerError, InvalidSyntax, InvalidValue, PayloadTooLarge
+from broker.errors import BrokerError, Conflict, InvalidSyntax, InvalidValue, PayloadTooLarge
 from broker.scim import groups, users
 from broker.scim.auth import ScimCaller
-from broker.scim.resources import etag
+from broker.scim.resources import etag, fold
 
 __all__ = ["run_bulk"]
 
@@ -148,8 +150,112 @@ def _parse(payload: Any, max_operations: int) -> tuple[list[_Op], int | None]:
     return ops, fail_on_errors
 
 
+def _failed(op: _Op, error: BrokerError, status: str | None = None) -> None:
+    op.result = {"status": status or str(error.status), "response": _error_body(error)}
+    if status:
+        op.result["response"]["status"] = status
+
+
+def _run_one(session: Session, caller: ScimCaller, op: _Op, created: dict[str, str], producers: set[str]) -> str:
+    """Run one operation in its own savepoint: "ok", "error", or "deferred" (it names a bulkId a later
+    operation of this request produces)."""
+    savepoint = session.begin_nested()
+    try:
+        op.result = _execute(session, caller, op, created)
+        savepoint.commit()
+    except _Unresolved as missing:
+        savepoint.rollback()
+        if missing.bulk_id in producers and missing.bulk_id not in created:
+            return "deferred"
+        detail = f"bulkId '{missing.bulk_id}' does not name a POST of this request that succeeded"
+        _failed(op, InvalidValue(detail), "409")
+        return "error"
+    except BrokerError as error:
+        savepoint.rollback()
+        _failed(op, error)
+        return "error"
+    return "ok"
+
+
+def _creates_user(op: _Op) -> bool:
+    """A POST /Users that refers to no bulkId: it can be written together with its neighbours."""
+    match = _PATH.match(op.path or "")
+    return (
+        op.method == "POST"
+        and bool(op.bulk_id)
+        and match is not None
+        and match.group("type").lower() == "users"
+        and match.group("id") is None
+        and not _mentions_bulk_id(op.data)
+    )
+
+
+def _mentions_bulk_id(value: Any) -> bool:
+    if isinstance(value, str):
+        return _REF.match(value) is not None
+    if isinstance(value, list):
+        return any(_mentions_bulk_id(v) for v in value)
+    if isinstance(value, dict):
+        return any(_mentions_bulk_id(v) for v in value.values())
+    return False
+
+
+def _create_users(
+    session: Session, caller: ScimCaller, ops: list[_Op], created: dict[str, str], budget: int | None
+) -> tuple[int, int] | None:
+    """Consecutive POST /Users operations as one batch: each validated on its own (its error its own,
+    counted in order against failOnErrors exactly as one by one), the valid ones written together
+    (``users.insert_users``). Returns (operations run, errors), or None, having changed nothing, when
+    a concurrent writer took one of the userNames meanwhile: then run them one by one.
+    """
+    candidates: list[users.Candidate | BrokerError] = []
+    for op in ops:
+        try:
+            candidates.append(users.candidate(caller=caller, payload=op.data))
+        except BrokerError as error:
+            candidates.append(error)
+    names = {fold(c.doc["userName"]) for c in candidates if isinstance(c, users.Candidate)}
+    taken = users.taken_user_names(session=session, caller=caller, names=names)
+    admitted: list[tuple[_Op, users.NewUser]] = []
+    failures: list[tuple[_Op, BrokerError]] = []
+    ran = 0
+    for op, new in zip(ops, candidates, strict=True):
+        if budget is not None and len(failures) >= budget:
+            break
+        ran += 1
+        try:
+            if isinstance(new, BrokerError):
+                raise new
+            name = new.doc["userName"]
+            if fold(name) in taken:
+                raise Conflict(f"userName '{name}' is already taken by another user of this partner")
+            admitted.append((op, users.admit(caller=caller, candidate=new)))
+            taken.add(fold(name))
+        except BrokerError as error:
+            failures.append((op, error))
+    savepoint = session.begin_nested()
+    try:
+        rows = users.insert_users(session=session, caller=caller, users=[user for _, user in admitted])
+        savepoint.commit()
+    except IntegrityError:
+        savepoint.rollback()
+        return None
+    base = f"{caller.base_url}/Users"
+    for (op, _), row in zip(admitted, rows, strict=True):
+        assert op.bulk_id is not None
+        created[op.bulk_id] = row.id
+        op.result = {"status": "201", "location": f"{base}/{row.id}", "version": etag(row.version)}
+    for op, failure in failures:
+        _failed(op, failure)
+    return ran, len(failures)
+
+
 def run_bulk(*, session: Session, caller: ScimCaller, payload: Any) -> dict[str, Any]:
-    """Run a BulkRequest in the caller's transaction and build the BulkResponse; the caller commits."""
+    """Run a BulkRequest in the caller's transaction and build the BulkResponse; the caller commits.
+
+    Operations run in order, each atomic: in its own savepoint, or, for a run of user creations
+    that refer to no bulkId (an IdP's initial import), validated one by one and written together.
+    """
     ops, fail_on_errors = _parse(payload, caller.settings.scim_bulk_max_operations)
     created: dict[str, str] = {}
     producers = {op.bulk_id for op in ops if op.bulk_id and op.method == "POST"}
@@ -158,40 +264,30 @@ def run_bulk(*, session: Session, caller: ScimCaller, payload: Any) -> dict[str,
     stopped = False
     while pending and not stopped:
         deferred: list[_Op] = []
-        for op in pending:
-            if fail_on_errors is not None and errors >= fail_on_errors:
+        index = 0
+        while index < len(pending):
+            budget = None if fail_on_errors is None else fail_on_errors - errors
+            if budget is not None and budget <= 0:
                 stopped = True
                 break
-            savepoint = session.begin_nested()
-            try:
-                op.result = _execute(session, caller, op, created)
-                savepoint.commit()
-            except _Unresolved as missing:
-                savepoint.rollback()
-                if missing.bulk_id in producers and missing.bulk_id not in created:
+            run = list(itertools.takewhile(_creates_user, pending[index:]))
+            outcome = _create_users(session, caller, run, created, budget) if len(run) > 1 else None
+            if outcome is not None:
+                ran, failed = outcome
+                errors += failed
+                index += ran
+                continue
+            for op in run or pending[index : index + 1]:  # one by one: the old way, and the fallback
+                if fail_on_errors is not None and errors >= fail_on_errors:
+                    break
+                status = _run_one(session, caller, op, created, producers)
+                if status == "deferred":
                     deferred.append(op)
-                    continue
-                op.result = {
-                    "status": "409",
-                    "response": _error_body(
-                        InvalidValue(f"bulkId '{missing.bulk_id}' does not name a POST of this request that succeeded")
-                    ),
-                }
-                op.result["response"]["status"] = "409"
-                errors += 1
-            except BrokerError as error:
-                savepoint.rollback()
-                op.result = {"status": str(error.status), "response": _error_body(error)}
-                errors += 1
+                errors += status == "error"
+                index += 1
         if len(deferred) == len(pending):  # no progress: circular or dangling references
             for op in deferred:
-                op.result = {
-                    "status": "409",
-                    "response": {
-                        **_error_body(InvalidValue("circular or unresolvable bulkId reference")),
-                        "status": "409",
-                    },
-                }
+                _failed(op, InvalidValue("circular or unresolvable bulkId reference"), "409")
                 errors += 1
             break
         pending = deferred

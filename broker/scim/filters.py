@@ -14,7 +14,9 @@ databases answer from the value index.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -22,7 +24,7 @@ from typing import Any, Literal
 from scim2_filter_parser import ast
 from scim2_filter_parser.lexer import SCIMLexer
 from scim2_filter_parser.parser import SCIMParser
-from sqlalchemy import ColumnElement, and_, false, func, not_, or_, select, true
+from sqlalchemy import ColumnElement, and_, bindparam, false, func, not_, or_, select, true
 from sqlalchemy.sql.elements import KeyedColumnElement
 
 from broker.errors import InvalidFilter, InvalidValue
@@ -30,7 +32,16 @@ from broker.scim.models import GroupMember, ScimGroup, ScimUser, ScimValue
 from broker.scim.normalize import CORE_GROUP, CORE_USER, ENTERPRISE
 from broker.scim.resources import MULTI_VALUED, fold, unstorable
 
-__all__ = ["ResourceKind", "build_filter", "member_filter", "parse_filter", "sort_key"]
+__all__ = [
+    "Equality",
+    "ResourceKind",
+    "build_filter",
+    "equality",
+    "equality_predicate",
+    "member_filter",
+    "parse_filter",
+    "sort_key",
+]
 
 ResourceKind = Literal["User", "Group"]
 AttrType = Literal["string", "boolean", "dateTime", "reference", "binary"]
@@ -50,7 +61,7 @@ class _Scalar:
     column: KeyedColumnElement[Any]
     type: AttrType = "string"
     case_exact: bool = False
-    folded: KeyedColumnElement[Any] | None = None  #: precomputed fold(column), for indexed equality
+    folded: KeyedColumnElement[Any] | None = None  #: precomputed fold(column), indexed for comparisons
 
 
 @dataclass(frozen=True)
@@ -487,6 +498,54 @@ def _literal(attr: _Scalar, op: str, raw: Any, printable: str) -> Any:
     return str(raw)
 
 
+def _folded(attr: _Scalar) -> Any:
+    """What a folded string literal is compared with: the stored folded column where there is one
+    (indexed, and folded by the very rule the literal was), else lower() of the column."""
+    return attr.folded if attr.folded is not None else func.lower(attr.column)
+
+
+def _prefix_range(column: Any, prefix: str) -> list[ColumnElement[bool]]:
+    """``column >= prefix AND column < successor``: what a B-tree seeks with or without the literal at
+    hand (a prepared statement's generic plan cannot see through ``LIKE $1``). Folded columns compare
+    bytewise on both databases (SQLite's BINARY, ``COLLATE "C"`` on PostgreSQL), an order in which
+    every string that starts with the prefix lies in that range; LIKE still decides."""
+    if not prefix:
+        return []
+    successor = ord(prefix[-1]) + 1
+    if successor == 0xD800:  # past the surrogates, which no stored string holds
+        successor = 0xE000
+    if successor > 0x10FFFF:
+        return []
+    return [column >= prefix, column < prefix[:-1] + chr(successor)]
+
+
+def _pattern(attr: _Scalar, column: Any, op: str, value: Any) -> list[ColumnElement[bool]]:
+    """``co``/``sw``/``ew`` as LIKE terms the indexes can serve.
+
+    A folded column takes the folded literal as is (a trigram index on PostgreSQL; a prefix also as
+    a range, see ``_prefix_range``). Other case-insensitive columns use ILIKE on PostgreSQL, which a
+    trigram index serves, and ``lower(column) LIKE lower(literal)`` elsewhere.
+    """
+    if isinstance(value, str) and not attr.case_exact and attr.folded is None:
+        insensitive = {"co": attr.column.icontains, "sw": attr.column.istartswith, "ew": attr.column.iendswith}[op]
+        return [insensitive(value, autoescape=True)]
+    matcher = {"co": column.contains, "sw": column.startswith, "ew": column.endswith}[op]
+    terms = [matcher(value, autoescape=True)]
+    if attr.folded is not None and op == "sw":
+        terms.extend(_prefix_range(column, value))
+    if attr.case_exact and value:
+        # SQLite's LIKE ignores ASCII case, so `externalId sw "ext"` would match "Ext-A" there and not on
+        # PostgreSQL; replace() and substr() compare exactly on both (LIKE still narrows first).
+        terms.append(
+            {
+                "co": func.replace(column, value, "") != column,
+                "sw": func.substr(column, 1, len(value)) == value,
+                "ew": func.substr(column, func.length(column) - len(value) + 1) == value,
+            }[op]
+        )
+    return terms
+
+
 def _compare(attr: _Scalar, op: str, raw: Any, printable: str) -> ColumnElement[bool]:
     """One ``attr op value`` per RFC 7644 Table 3, honouring type and caseExact."""
     column: Any = attr.column
@@ -508,7 +567,7 @@ def _compare(attr: _Scalar, op: str, raw: Any, printable: str) -> ColumnElement[
         raise InvalidFilter(f"'{op}' cannot compare '{printable}' with null")
     if isinstance(value, str) and not attr.case_exact:
         value = fold(value)
-        column = attr.folded if attr.folded is not None and op in ("eq", "ne") else func.lower(column)
+        column = _folded(attr)
     if op == "ne":
         return or_(attr.column.is_(None), column != value)
     # An unassigned attribute does not match (RFC 7644 §3.4.2.2), so `not (title eq "x")` must match
@@ -518,20 +577,51 @@ def _compare(attr: _Scalar, op: str, raw: Any, printable: str) -> ColumnElement[
     if op == "eq":
         return and_(assigned, column == value)
     if op in ("co", "sw", "ew"):
-        matcher = {"co": column.contains, "sw": column.startswith, "ew": column.endswith}[op]
-        like = matcher(value, autoescape=True)
-        if not (attr.case_exact and value):
-            return and_(assigned, like)
-        # SQLite's LIKE ignores ASCII case, so `externalId sw "ext"` would match "Ext-A" there and not on
-        # PostgreSQL; replace() and substr() compare exactly on both (LIKE still narrows first).
-        exact = {
-            "co": func.replace(column, value, "") != column,
-            "sw": func.substr(column, 1, len(value)) == value,
-            "ew": func.substr(column, func.length(column) - len(value) + 1) == value,
-        }[op]
-        return and_(assigned, like, exact)
+        return and_(assigned, *_pattern(attr, column, op, value))
     comparisons = {"gt": column > value, "ge": column >= value, "lt": column < value, "le": column <= value}
     return and_(assigned, comparisons[op])
+
+
+_EQUALITY = re.compile(
+    r'[ \t]*([a-zA-Z][a-zA-Z0-9_-]*(?:\.[a-zA-Z][a-zA-Z0-9_-]*)?)[ \t]+[eE][qQ][ \t]*"([^"\\\x00-\x1f]*)"[ \t]*'
+)
+"""``attribute eq "text"``, spelled so that the lexer reads it as exactly those three tokens and the
+literal needs no unescaping (no backslash, no control character)."""
+
+
+@dataclass(frozen=True)
+class Equality:
+    """A filter that is one ``attribute eq "string"`` on a single-valued string attribute."""
+
+    kind: ResourceKind
+    key: str  #: the attribute's catalogue key, e.g. "username"
+    value: str  #: the literal as compared: folded unless the attribute is caseExact
+
+
+def equality(text: str, *, kind: ResourceKind, max_length: int = 4096) -> Equality | None:
+    """Recognise the commonest filter (``userName eq``, ``externalId eq``, ``displayName eq``: what
+    IdPs send before every create) without the parser, or None for anything else.
+
+    ``equality_predicate`` is the predicate ``build_filter`` makes for it, built once per attribute
+    with the value as a bind parameter: per request there is no parsing and no SQL construction.
+    """
+    match = _EQUALITY.fullmatch(text) if len(text) <= max_length else None
+    if match is None:
+        return None
+    key, value = match.group(1).lower(), match.group(2)
+    target = _CATALOGUES[kind].get(key)
+    if not isinstance(target, _Scalar) or target.type not in ("string", "reference") or unstorable(value):
+        return None
+    return Equality(kind, key, value if target.case_exact else fold(value))
+
+
+@functools.cache
+def equality_predicate(kind: ResourceKind, key: str) -> ColumnElement[bool]:
+    """``build_filter``'s predicate for ``<key> eq <value>``, the value bound as ``filter_value``."""
+    attr = _CATALOGUES[kind][key]
+    assert isinstance(attr, _Scalar)
+    compared = attr.column if attr.case_exact else _folded(attr)
+    return and_(attr.column.is_not(None), compared == bindparam("filter_value"))
 
 
 def build_filter(

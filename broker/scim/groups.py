@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from scim2_models import Context, Group, PatchOp, SCIMException
-from sqlalchemy import ColumnElement, and_
+from sqlalchemy import ColumnElement, and_, bindparam
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -91,18 +91,31 @@ def members_of_groups(*, session: Session, caller: ScimCaller, group_pks: list[i
     return result
 
 
+_GROUP_TABLE = ScimGroup.__table__  # type: ignore[attr-defined]
+_MEMBER_TABLE = GroupMember.__table__  # type: ignore[attr-defined]
+_GROUPS_OF = (
+    select(_MEMBER_TABLE.c.member_id, _GROUP_TABLE.c.id, _GROUP_TABLE.c.display_name)
+    .join(_GROUP_TABLE, _GROUP_TABLE.c.pk == _MEMBER_TABLE.c.group_pk)
+    .where(_MEMBER_TABLE.c.partner_id == bindparam("partner_id"))
+    .order_by(_GROUP_TABLE.c.display_name_ci)
+)
+_GROUPS_OF_USER = _GROUPS_OF.where(_MEMBER_TABLE.c.member_id == bindparam("user_id"))
+_GROUPS_OF_USERS = _GROUPS_OF.where(_MEMBER_TABLE.c.member_id.in_(bindparam("user_ids", expanding=True)))
+"""Built once (Core statements on the session's connection): one runs on every user response, the
+single-user form for writes and reads of one user, which skips rendering an expanding IN."""
+
+
 def groups_of_users(*, session: Session, caller: ScimCaller, user_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
     """Direct group memberships of several users in one query, for the readOnly ``User.groups``."""
     result: dict[str, list[dict[str, Any]]] = defaultdict(list)
     if not user_ids:
         return result
-    rows = session.exec(
-        select(GroupMember.member_id, ScimGroup.id, ScimGroup.display_name)
-        .join(ScimGroup, ScimGroup.pk == GroupMember.group_pk)  # type: ignore[arg-type]
-        .where(GroupMember.partner_id == caller.partner_id, col(GroupMember.member_id).in_(user_ids))
-        .order_by(col(ScimGroup.display_name_ci))
-    ).all()
-    for member_id, group_id, display_name in rows:
+    params: dict[str, Any]
+    if len(user_ids) == 1:
+        statement, params = _GROUPS_OF_USER, {"partner_id": caller.partner_id, "user_id": user_ids[0]}
+    else:
+        statement, params = _GROUPS_OF_USERS, {"partner_id": caller.partner_id, "user_ids": user_ids}
+    for member_id, group_id, display_name in session.connection().execute(statement, params):
         result[member_id].append({"value": group_id, "display": display_name, "type": "direct"})
     return result
 

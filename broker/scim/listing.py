@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 from scim2_models import Group, ListResponse
-from sqlalchemy import func
-from sqlmodel import Session, col, select
+from sqlalchemy import Select, bindparam, func, select
+from sqlmodel import Session
 
 from broker.errors import InvalidValue
 from broker.scim.auth import ScimCaller
-from broker.scim.filters import ResourceKind, build_filter, sort_key
+from broker.scim.filters import ResourceKind, build_filter, equality, equality_predicate, sort_key
 from broker.scim.groups import groups_of_users, members_of_groups
-from broker.scim.models import ScimGroup, ScimUser
+from broker.scim.models import ScimGroup
+from broker.scim.normalize import CORE_GROUP, CORE_USER
 from broker.scim.resources import UserModel, render_group, render_user, shape
+from broker.scim.stored import USER_COLUMNS, USER_TABLE, StoredUser
 
 __all__ = ["ListQuery", "list_resources", "render_groups", "render_users", "wants_members"]
 
 LIST_RESPONSE = str(ListResponse.__schema__)
+_GROUP_TABLE = ScimGroup.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -50,27 +54,35 @@ def integer_parameter(name: str, raw: Any) -> int | None:
         raise InvalidValue(f"{name} must be an integer, got {raw!r}") from exc
 
 
-def wants_members(attributes: list[str] | None, excluded: list[str] | None) -> bool:
-    """Whether a group response carries members (Entra always sends excludedAttributes=members)."""
+def _wants(attribute: str, core: str, attributes: list[str] | None, excluded: list[str] | None) -> bool:
+    """Whether a response carries ``attribute`` (a ``returned: default`` one) under RFC 7644 §3.9."""
+    prefix = core.lower() + ":"
 
     def names(items: list[str] | None) -> set[str]:
-        return {i.strip().lower().removeprefix("urn:ietf:params:scim:schemas:core:2.0:group:") for i in items or []}
+        return {i.strip().lower().removeprefix(prefix) for i in items or []}
 
     if attributes:
-        return any(n == "members" or n.startswith("members.") for n in names(attributes))
-    return "members" not in names(excluded)
+        return any(n == attribute or n.startswith(attribute + ".") for n in names(attributes))
+    return attribute not in names(excluded)
+
+
+def wants_members(attributes: list[str] | None, excluded: list[str] | None) -> bool:
+    """Whether a group response carries members (Entra always sends excludedAttributes=members)."""
+    return _wants("members", CORE_GROUP, attributes, excluded)
 
 
 def render_users(
     *,
     session: Session,
     caller: ScimCaller,
-    rows: list[ScimUser],
+    rows: list[StoredUser],
     attributes: list[str] | None = None,
     excluded: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Full or attribute-selected representations of users, their groups loaded in one query."""
-    groups = groups_of_users(session=session, caller=caller, user_ids=[r.id for r in rows])
+    """Full or attribute-selected representations of users; the groups of those in any are loaded in
+    one query, and only when the response will carry them."""
+    members = [r.id for r in rows if r.in_groups] if _wants("groups", CORE_USER, attributes, excluded) else []
+    groups = groups_of_users(session=session, caller=caller, user_ids=members)
     return [
         shape(
             render_user(row, groups=groups.get(row.id, []), base_url=caller.base_url),
@@ -111,11 +123,48 @@ def render_groups(
     ]
 
 
-def list_resources(*, session: Session, caller: ScimCaller, kind: ResourceKind, query: ListQuery) -> dict[str, Any]:
-    """A ListResponse page. Ordering always ends on the primary key, so pages are stable (Okta pages by index)."""
+@functools.cache
+def _equality_statements(kind: ResourceKind, key: str) -> tuple[Select[Any], Select[Any]]:
+    """Page and COUNT(*) for ``<key> eq <value>``, built once: SQLAlchemy then reuses their compiled
+    form and cache key, and a request only binds ``partner_id``, ``filter_value``, offset and limit."""
+    table = USER_TABLE if kind == "User" else _GROUP_TABLE
+    where = (table.c.partner_id == bindparam("partner_id"), equality_predicate(kind, key))
+    page = (
+        (select(*USER_COLUMNS) if kind == "User" else select(ScimGroup))
+        .where(*where)
+        .order_by(table.c.pk)
+        .offset(bindparam("offset"))
+        .limit(bindparam("limit"))
+    )
+    return page, select(func.count()).select_from(table).where(*where)
+
+
+def _check_order(order: str, query: ListQuery) -> None:
+    if order not in ("ascending", "descending"):
+        raise InvalidValue(f"sortOrder must be 'ascending' or 'descending', got {query.sort_order!r}")
+
+
+def _statements(
+    caller: ScimCaller, kind: ResourceKind, query: ListQuery, start: int, count: int
+) -> tuple[Select[Any], Select[Any], dict[str, Any]]:
+    """The page and COUNT(*) statements of a list request, and their parameters.
+
+    Refusals come in the order a reader meets them: the filter, then sortOrder, then sortBy.
+    """
     settings = caller.settings
-    table: type[ScimUser] | type[ScimGroup] = ScimUser if kind == "User" else ScimGroup
-    conditions: list[Any] = [table.partner_id == caller.partner_id]
+    order = (query.sort_order or "ascending").lower()
+    simple = (
+        equality(query.filter, kind=kind, max_length=settings.scim_max_filter_length)
+        if query.filter is not None and not query.root and not query.sort_by
+        else None
+    )
+    if simple is not None:
+        _check_order(order, query)
+        page, counted = _equality_statements(kind, simple.key)
+        params = {"partner_id": caller.partner_id, "filter_value": simple.value, "offset": start - 1, "limit": count}
+        return page, counted, params
+    table = USER_TABLE if kind == "User" else _GROUP_TABLE
+    conditions: list[Any] = [table.c.partner_id == caller.partner_id]
     if query.filter is not None:
         conditions.append(
             build_filter(
@@ -126,28 +175,47 @@ def list_resources(*, session: Session, caller: ScimCaller, kind: ResourceKind, 
                 root=query.root,
             )
         )
-    order = (query.sort_order or "ascending").lower()
-    if order not in ("ascending", "descending"):
-        raise InvalidValue(f"sortOrder must be 'ascending' or 'descending', got {query.sort_order!r}")
-    start = max(query.start_index, 1)
-    count = settings.scim_default_count if query.count is None else query.count
-    count = min(max(count, 0), settings.scim_max_results)
-
-    total = session.exec(select(func.count()).select_from(table).where(*conditions)).one()
-    statement = select(table).where(*conditions)
+    _check_order(order, query)
+    statement = (select(*USER_COLUMNS) if kind == "User" else select(ScimGroup)).where(*conditions)
     if query.sort_by:
         key = sort_key(query.sort_by, kind=kind)
         statement = statement.order_by(key.desc().nulls_first() if order == "descending" else key.asc().nulls_last())
-    statement = statement.order_by(col(table.pk)).offset(start - 1).limit(count)
-    # Past the last result there is nothing to fetch; skipping the query also keeps a startIndex
-    # beyond 64 bits (valid JSON, valid query text) from reaching the driver's OFFSET as an overflow.
-    rows = list(session.exec(statement).all()) if count and start <= total else []
+    page = statement.order_by(table.c.pk).offset(start - 1).limit(count)
+    return page, select(func.count()).select_from(table).where(*conditions), {}
+
+
+def list_resources(*, session: Session, caller: ScimCaller, kind: ResourceKind, query: ListQuery) -> dict[str, Any]:
+    """A ListResponse page. Ordering always ends on the primary key, so pages are stable (Okta pages by index)."""
+    settings = caller.settings
+    start = max(query.start_index, 1)
+    count = settings.scim_default_count if query.count is None else query.count
+    count = min(max(count, 0), settings.scim_max_results)
+    statement, count_statement, params = _statements(caller, kind, query, start, count)
+
+    def page() -> list[Any]:
+        if kind == "User":
+            return [StoredUser.from_row(r) for r in session.connection().execute(statement, params)]
+        return list(session.scalars(statement, params).all())
+
+    def counted() -> int:
+        return int(session.connection().execute(count_statement, params).scalar_one())
+
+    if start == 1 and count:
+        # The first page, fetched first: when it is not full it is the whole result, and the
+        # COUNT(*) (a second index walk, for an `eq` filter a second round trip) is not needed.
+        rows = page()
+        total = len(rows) if len(rows) < count else counted()
+    else:
+        # Past the last result there is nothing to fetch; skipping the query also keeps a startIndex
+        # beyond 64 bits (valid JSON, valid query text) from reaching the driver's OFFSET as an overflow.
+        total = counted()
+        rows = page() if count and start <= total else []
     if kind == "User":
         resources = render_users(
             session=session,
             caller=caller,
             rows=rows,
-            attributes=query.attributes,  # type: ignore[arg-type]
+            attributes=query.attributes,
             excluded=query.excluded_attributes,
         )
     else:
@@ -155,7 +223,7 @@ def list_resources(*, session: Session, caller: ScimCaller, kind: ResourceKind, 
             session=session,
             caller=caller,
             rows=rows,
-            attributes=query.attributes,  # type: ignore[arg-type]
+            attributes=query.attributes,
             excluded=query.excluded_attributes,
         )
     body: dict[str, Any] = {

@@ -1,7 +1,15 @@
 """SCIM storage: the resource JSON is the truth; promoted columns and a value index make filters SQL.
 
-Every table carries ``partner_id`` and every index starts with it, so each query is tenant-scoped
-and tenant-local uniqueness (no cross-partner 409 oracle) falls out of the keys.
+Every table carries ``partner_id`` and every B-tree index starts with it, so each query is
+tenant-scoped and tenant-local uniqueness (no cross-partner 409 oracle) falls out of the keys.
+
+Folded (``*_ci``) columns compare bytewise on both databases: SQLite's default BINARY collation,
+``COLLATE "C"`` on PostgreSQL. Their B-tree indexes then serve equality, ranges and ``sw`` prefixes
+alike, whatever the database's own collation. On PostgreSQL, trigram (pg_trgm) GIN indexes serve
+``co``, ``sw`` and ``ew`` on the attributes people search by; they hold every partner's rows, and
+the ``partner_id`` condition filters what they find. There ``scim_user`` also keeps a fifth of each
+page free (``fillfactor`` 80, set by the migration), so updates that change no indexed column are
+HOT updates, which touch none of its indexes.
 """
 
 from __future__ import annotations
@@ -9,12 +17,24 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, Column, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import JSON, Column, ForeignKey, Index, String, UniqueConstraint, text
+from sqlalchemy.types import TypeEngine
 from sqlmodel import Field, SQLModel
 
 from broker.types import UTCDateTime, utcnow
 
-__all__ = ["GroupMember", "ScimGroup", "ScimUser", "ScimValue"]
+__all__ = ["GroupMember", "ScimGroup", "ScimUser", "ScimValue", "folded", "trigram_index"]
+
+
+def folded(length: int) -> TypeEngine[str]:
+    """A folded column's type: ``VARCHAR(length)``, ``COLLATE "C"`` on PostgreSQL (see above)."""
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
+
+
+def trigram_index(name: str, column: str) -> Index:
+    """A pg_trgm GIN index on PostgreSQL. SQLite has no such index, so there it is declared empty
+    (``WHERE 0``: never filled, never used) and both databases hold the indexes the models name."""
+    return Index(name, column, postgresql_using="gin", postgresql_ops={column: "gin_trgm_ops"}, sqlite_where=text("0"))
 
 
 class ScimUser(SQLModel, table=True):
@@ -25,6 +45,10 @@ class ScimUser(SQLModel, table=True):
         UniqueConstraint("partner_id", "user_name_ci", name="uq_scim_user_partner_user_name"),
         Index("ix_scim_user_partner_external_id", "partner_id", "external_id"),
         Index("ix_scim_user_partner_pk", "partner_id", "pk"),
+        trigram_index("ix_scim_user_user_name_trgm", "user_name_ci"),
+        trigram_index("ix_scim_user_display_name_trgm", "display_name"),
+        trigram_index("ix_scim_user_family_name_trgm", "name_family_name"),
+        trigram_index("ix_scim_user_given_name_trgm", "name_given_name"),
     )
 
     pk: int | None = Field(default=None, primary_key=True)
@@ -41,7 +65,7 @@ class ScimUser(SQLModel, table=True):
 
     # Promoted, derived from ``attributes`` on every write (broker.scim.resources.user_columns).
     user_name: str = Field(max_length=512)
-    user_name_ci: str = Field(max_length=512)
+    user_name_ci: str = Field(sa_column=Column(folded(512), nullable=False))
     external_id: str | None = Field(default=None, max_length=512)
     active: bool = Field(default=True)
     display_name: str | None = Field(default=None, max_length=512)
@@ -85,7 +109,7 @@ class ScimGroup(SQLModel, table=True):
     attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     """The SCIM representation without id, meta and members."""
     display_name: str = Field(max_length=512)
-    display_name_ci: str = Field(max_length=512)
+    display_name_ci: str = Field(sa_column=Column(folded(512), nullable=False))
     external_id: str | None = Field(default=None, max_length=512)
 
 
@@ -96,6 +120,7 @@ class ScimValue(SQLModel, table=True):
     __table_args__ = (
         Index("ix_scim_value_lookup", "partner_id", "attribute", "value_ci"),
         Index("ix_scim_value_user", "user_pk"),
+        trigram_index("ix_scim_value_value_trgm", "value_ci"),
     )
 
     pk: int | None = Field(default=None, primary_key=True)
@@ -103,7 +128,7 @@ class ScimValue(SQLModel, table=True):
     user_pk: int = Field(sa_column=Column(ForeignKey("scim_user.pk", ondelete="CASCADE"), nullable=False))
     attribute: str = Field(max_length=32)  #: canonical SCIM name, e.g. "emails"
     value: str | None = Field(default=None, sa_column=Column(String(4096), nullable=True))
-    value_ci: str | None = Field(default=None, sa_column=Column(String(4096), nullable=True))
+    value_ci: str | None = Field(default=None, sa_column=Column(folded(4096), nullable=True))
     type: str | None = Field(default=None, max_length=128)
     primary: bool = Field(default=False)
     display: str | None = Field(default=None, max_length=512)

@@ -34,6 +34,7 @@ from broker.errors import (
 )
 from broker.scim.models import ScimGroup, ScimUser, ScimValue
 from broker.scim.normalize import ENTERPRISE
+from broker.scim.stored import StoredUser
 
 __all__ = [
     "POLICY",
@@ -183,16 +184,24 @@ def unstorable(text: str) -> bool:
     return "\x00" in text or _SURROGATE.search(text) is not None
 
 
+def _limits(table: type[ScimUser] | type[ScimGroup] | type[ScimValue]) -> dict[str, int]:
+    columns = table.__table__.c  # type: ignore[union-attr]
+    return {c.name: c.type.length for c in columns if getattr(c.type, "length", None) is not None}
+
+
+_LIMITS = {table: _limits(table) for table in (ScimUser, ScimGroup, ScimValue)}
+
+
 def _fitting(table: type[ScimUser] | type[ScimGroup] | type[ScimValue], values: dict[str, Any]) -> dict[str, Any]:
     """``values`` if every string fits its column, else InvalidValue.
 
     PostgreSQL refuses a longer string only when the row is written (a 500), where SQLite keeps it:
     checking first makes both databases answer the same 400.
     """
-    columns = table.__table__.c  # type: ignore[union-attr]
+    limits = _LIMITS[table]
     for name, value in values.items():
-        limit = getattr(columns[name].type, "length", None)
-        if isinstance(value, str) and limit is not None and len(value) > limit:
+        limit = limits.get(name)
+        if limit is not None and isinstance(value, str) and len(value) > limit:
             label = name.replace("_", " ")
             raise InvalidValue(f"{label}: {len(value)} characters, more than the {limit} Entente keeps")
     return values
@@ -276,7 +285,7 @@ def group_columns(doc: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def _meta(resource_type: str, row: ScimUser | ScimGroup, base_url: str) -> dict[str, Any]:
+def _meta(resource_type: str, row: StoredUser | ScimGroup, base_url: str) -> dict[str, Any]:
     endpoint = "Users" if resource_type == "User" else "Groups"
     return {
         "resourceType": resource_type,
@@ -292,7 +301,7 @@ def etag(version: int) -> str:
     return f'W/"{version}"'
 
 
-def render_user(row: ScimUser, *, groups: list[dict[str, Any]], base_url: str) -> dict[str, Any]:
+def render_user(row: StoredUser, *, groups: list[dict[str, Any]], base_url: str) -> dict[str, Any]:
     """The full SCIM representation of a stored user."""
     doc = dict(row.attributes)
     doc["id"] = row.id

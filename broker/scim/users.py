@@ -3,52 +3,83 @@ lifecycle events in the caller's transaction. The caller commits; nothing here c
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
-from scim2_models import Context, PatchOp, SCIMException
-from sqlalchemy import bindparam, insert, update
+from scim2_models import Context
+from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm.attributes import set_committed_value
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from broker.audit.log import append_audit
-from broker.errors import Conflict, Mutability, NotFound, PreconditionFailed
-from broker.lifecycle.events import EventKind, record_event
+from broker.errors import Conflict, NotFound, PreconditionFailed
+from broker.lifecycle.events import EventKind, NewEvent, record_event, record_events
 from broker.scim.auth import ScimCaller
 from broker.scim.common import changed_attributes, check_body_id, check_domains, check_if_match, require_object
-from broker.scim.models import GroupMember, ScimUser, ScimValue
+from broker.scim.models import GroupMember, ScimValue
 from broker.scim.normalize import CORE_USER, normalize_patch, normalize_resource
+from broker.scim.patching import patch_user_document
 from broker.scim.resources import (
-    POLICY,
     UserModel,
-    as_broker_error,
     fold,
     user_columns,
     user_document,
     user_values,
     validate_user,
 )
+from broker.scim.stored import USER_COLUMNS, USER_TABLE, StoredUser
 from broker.types import utcnow
 
-__all__ = ["create_user", "delete_user", "get_user", "patch_user", "replace_user"]
+__all__ = [
+    "Candidate",
+    "NewUser",
+    "admit",
+    "candidate",
+    "create_user",
+    "delete_user",
+    "get_user",
+    "insert_users",
+    "patch_user",
+    "replace_user",
+    "taken_user_names",
+]
 
-_USER_TABLE = ScimUser.__table__  # type: ignore[attr-defined]
 _VALUE_TABLE = ScimValue.__table__  # type: ignore[attr-defined]
-_USER_COLUMNS = tuple(c.name for c in _USER_TABLE.columns)
-# Core statements built once: per call only parameters are bound, which is most of the saving over
-# the ORM unit of work (rows written here are never read back in the same request).
-_INSERT_USER = insert(_USER_TABLE).returning(_USER_TABLE.c.pk)
-_UPDATE_USER = update(_USER_TABLE).where(
-    _USER_TABLE.c.pk == bindparam("_pk"), _USER_TABLE.c.version == bindparam("_version")
+_MEMBER_TABLE = GroupMember.__table__  # type: ignore[attr-defined]
+# Core statements built once: per call only parameters are bound. Users are never ORM objects here
+# (see broker.scim.stored), so nothing is tracked, flushed or expired.
+_USER = select(*USER_COLUMNS).where(
+    USER_TABLE.c.partner_id == bindparam("partner_id"), USER_TABLE.c.id == bindparam("id")
 )
+_USER_FOR_UPDATE = _USER.with_for_update()
+_USER_NAME_TAKEN = select(USER_TABLE.c.pk).where(
+    USER_TABLE.c.partner_id == bindparam("partner_id"), USER_TABLE.c.user_name_ci == bindparam("user_name_ci")
+)
+_USER_NAMES_TAKEN = select(USER_TABLE.c.user_name_ci).where(
+    USER_TABLE.c.partner_id == bindparam("partner_id"),
+    USER_TABLE.c.user_name_ci.in_(bindparam("names", expanding=True)),
+)
+_INSERT_USER = insert(USER_TABLE).returning(USER_TABLE.c.pk)
+_INSERT_USERS = insert(USER_TABLE)
+_PKS = select(USER_TABLE.c.id, USER_TABLE.c.pk).where(
+    USER_TABLE.c.partner_id == bindparam("partner_id"), USER_TABLE.c.id.in_(bindparam("ids", expanding=True))
+)
+_UPDATE_USER = update(USER_TABLE).where(
+    USER_TABLE.c.pk == bindparam("_pk"), USER_TABLE.c.version == bindparam("_version")
+)
+_DELETE_USER = sql_delete(USER_TABLE).where(USER_TABLE.c.pk == bindparam("_pk"))
 _INSERT_VALUES = insert(_VALUE_TABLE)
 _DELETE_VALUES = sql_delete(_VALUE_TABLE).where(_VALUE_TABLE.c.user_pk == bindparam("_pk"))
+_DELETE_MEMBERSHIPS = sql_delete(_MEMBER_TABLE).where(
+    _MEMBER_TABLE.c.partner_id == bindparam("partner_id"), _MEMBER_TABLE.c.member_id == bindparam("member_id")
+)
 
 
-def get_user(*, session: Session, caller: ScimCaller, user_id: str, for_update: bool = False) -> ScimUser:
+def get_user(*, session: Session, caller: ScimCaller, user_id: str, for_update: bool = False) -> StoredUser:
     """The partner's user with this id. Another partner's id is NotFound, exactly like a missing one.
 
     ``for_update`` locks the row until the transaction ends, so concurrent writes to one user queue
@@ -56,33 +87,34 @@ def get_user(*, session: Session, caller: ScimCaller, user_id: str, for_update: 
     """
     if "\x00" in user_id:  # no id holds U+0000, and PostgreSQL cannot even compare with it (%00 in a URL)
         raise NotFound(f"User '{user_id}' not found")
-    query = select(ScimUser).where(ScimUser.partner_id == caller.partner_id, ScimUser.id == user_id)
-    row = session.exec(query.with_for_update() if for_update else query).first()
+    statement = _USER_FOR_UPDATE if for_update else _USER
+    row = session.connection().execute(statement, {"partner_id": caller.partner_id, "id": user_id}).first()
     if row is None:
         raise NotFound(f"User '{user_id}' not found")
-    return row
+    return StoredUser.from_row(row)
 
 
 def _ensure_unique(session: Session, caller: ScimCaller, user_name: str, exclude_pk: int | None) -> None:
-    query = select(ScimUser.pk).where(
-        ScimUser.partner_id == caller.partner_id, ScimUser.user_name_ci == fold(user_name)
-    )
-    existing = session.exec(query).first()
+    params = {"partner_id": caller.partner_id, "user_name_ci": fold(user_name)}
+    existing = session.connection().execute(_USER_NAME_TAKEN, params).scalar()
     if existing is not None and existing != exclude_pk:
         raise Conflict(f"userName '{user_name}' is already taken by another user of this partner")
 
 
-def _write_values(session: Session, row: ScimUser, doc: dict[str, Any], *, fresh: bool = False) -> None:
-    """Rebuild the user's multi-valued index rows (Core statements: they are never read back here)."""
-    assert row.pk is not None
-    if not fresh:
-        session.execute(_DELETE_VALUES, {"_pk": row.pk})
-    values = [{"partner_id": row.partner_id, "user_pk": row.pk, **value} for value in user_values(doc)]
+def _rewrite_values(session: Session, caller: ScimCaller, pk: int, before: dict[str, Any], doc: dict[str, Any]) -> None:
+    """Rebuild the user's multi-valued index rows, unless they would come out the same (a PATCH of
+    ``title`` leaves emails alone, and then costs no DELETE and no INSERT)."""
+    values = user_values(doc)
+    if user_values(before) == values:
+        return
+    connection = session.connection()
+    connection.execute(_DELETE_VALUES, {"_pk": pk})
     if values:
-        session.execute(_INSERT_VALUES, values)
+        connection.execute(_INSERT_VALUES, [{"partner_id": caller.partner_id, "user_pk": pk, **v} for v in values])
 
 
 def _ignored(model: UserModel, dropped_schemas: list[str]) -> dict[str, Any]:
+    """Audit detail: the attributes and schemas a body carried that we do not keep."""
     detail: dict[str, Any] = {}
     if model.unknown_attributes:
         detail["ignored_attributes"] = sorted(model.unknown_attributes)
@@ -91,66 +123,135 @@ def _ignored(model: UserModel, dropped_schemas: list[str]) -> dict[str, Any]:
     return detail
 
 
-def create_user(*, session: Session, caller: ScimCaller, payload: Any) -> ScimUser:
-    """POST /Users. A user created active is a joiner."""
+@dataclass(frozen=True)
+class Candidate:
+    """A POST /Users body validated into the document we would store; its userName not yet known free."""
+
+    doc: dict[str, Any]
+    ignored: dict[str, Any]  #: see _ignored
+
+
+def candidate(*, caller: ScimCaller, payload: Any) -> Candidate:
+    """First step of a create, with no database: the body normalized, validated and in stored form."""
     body, dropped = normalize_resource(require_object(payload), core=CORE_USER, base_url=caller.base_url)
     model = validate_user(body, ctx=Context.RESOURCE_CREATION_REQUEST)
     doc = user_document(model, base_url=caller.base_url)
     doc.setdefault("active", True)  # the server's default at creation (RFC 7643 §2.5), made explicit
-    _ensure_unique(session, caller, doc["userName"], None)
-    detail = _ignored(model, dropped)
-    warnings = check_domains(caller, None, doc)
+    return Candidate(doc, _ignored(model, dropped))
+
+
+@dataclass(frozen=True)
+class NewUser:
+    """A candidate whose userName is free and whose addresses and values the partner may store."""
+
+    doc: dict[str, Any]
+    detail: dict[str, Any]
+    columns: dict[str, Any]
+
+
+def admit(*, caller: ScimCaller, candidate: Candidate) -> NewUser:
+    """Last step before writing: the partner's domains (refused, or warned about) and column sizes."""
+    detail = dict(candidate.ignored)
+    warnings = check_domains(caller, None, candidate.doc)
     if warnings:
         detail["domain_warnings"] = warnings
-    now = utcnow()
-    columns = user_columns(doc)
-    row = ScimUser(
-        id=str(uuid.uuid4()),
-        partner_id=caller.partner_id,
-        attributes=doc,
-        created_at=now,
-        updated_at=now,
-        joined_at=now if columns["active"] else None,
-        **columns,
-    )
-    # A Core INSERT: the row is written once and never tracked, which costs a fraction of a flush.
-    values = {c: getattr(row, c) for c in _USER_COLUMNS if c != "pk"}
-    try:
-        pk = session.execute(_INSERT_USER, values).scalar_one()
-    except IntegrityError as exc:  # a concurrent writer won the userName race
-        raise Conflict(f"userName '{doc['userName']}' is already taken by another user of this partner") from exc
-    set_committed_value(row, "pk", pk)
-    _write_values(session, row, doc, fresh=True)
-    audit = append_audit(
-        session,
-        actor=caller.actor,
-        action="scim.user.created",
-        partner_id=caller.partner_id,
-        resource_type="User",
-        resource_id=row.id,
-        after=doc,
-        detail=detail,
-    )
-    if row.active:
-        record_event(
-            session,
-            partner_id=caller.partner_id,
-            kind=EventKind.JOINED,
-            subject_type="user",
-            subject_id=row.id,
-            audit_id=audit.id,
+    return NewUser(candidate.doc, detail, user_columns(candidate.doc))
+
+
+def taken_user_names(*, session: Session, caller: ScimCaller, names: Collection[str]) -> set[str]:
+    """Which of these folded userNames the partner's users already hold, in one query."""
+    if not names:
+        return set()
+    params = {"partner_id": caller.partner_id, "names": list(names)}
+    return set(session.connection().execute(_USER_NAMES_TAKEN, params).scalars())
+
+
+def insert_users(*, session: Session, caller: ScimCaller, users: Sequence[NewUser]) -> list[StoredUser]:
+    """Write admitted users with their value rows, audit records and joiner events (a user created
+    active is a joiner). Users and value rows go in one multi-row INSERT each, however many users.
+
+    A userName taken meanwhile by a concurrent writer raises IntegrityError; the caller decides.
+    """
+    if not users:
+        return []
+    connection = session.connection()
+    rows = []
+    for user in users:
+        now = utcnow()
+        rows.append(
+            {
+                **user.columns,
+                "id": str(uuid.uuid4()),
+                "partner_id": caller.partner_id,
+                "version": 1,
+                "created_at": now,
+                "updated_at": now,
+                "joined_at": now if user.columns["active"] else None,
+                "attributes": user.doc,
+            }
         )
+    pks = _insert(connection, caller.partner_id, rows)
+    stored = [StoredUser.from_values({**row, "pk": pk}) for row, pk in zip(rows, pks, strict=True)]
+    values = [
+        {"partner_id": caller.partner_id, "user_pk": row.pk, **value}
+        for row in stored
+        for value in user_values(row.attributes)
+    ]
+    if values:
+        connection.execute(_INSERT_VALUES, values)
+    joiners: list[NewEvent] = []
+    for row, user in zip(stored, users, strict=True):
+        audit = append_audit(
+            session,
+            actor=caller.actor,
+            action="scim.user.created",
+            partner_id=caller.partner_id,
+            resource_type="User",
+            resource_id=row.id,
+            after=row.attributes,
+            detail=user.detail,
+        )
+        if row.active:
+            joiners.append(NewEvent(caller.partner_id, EventKind.JOINED, "user", row.id, audit_id=audit.id))
+    record_events(session, joiners)
+    return stored
+
+
+def _insert(connection: Connection, partner_id: str, rows: list[dict[str, Any]]) -> list[int]:
+    """The pks of freshly inserted user rows, in order.
+
+    One row: INSERT ... RETURNING. Many: a plain executemany (psycopg pipelines it; a multi-row
+    INSERT ... RETURNING of a thousand users is a statement of 34,000 parameters that psycopg
+    re-parses every time), then their pks by id in one query.
+    """
+    if len(rows) == 1:
+        return [connection.execute(_INSERT_USER, rows[0]).scalar_one()]
+    connection.execute(_INSERT_USERS, rows)
+    ids = [row["id"] for row in rows]
+    pks: dict[str, int] = dict(connection.execute(_PKS, {"partner_id": partner_id, "ids": ids}).all())
+    return [pks[i] for i in ids]
+
+
+def create_user(*, session: Session, caller: ScimCaller, payload: Any) -> StoredUser:
+    """POST /Users. A user created active is a joiner."""
+    new = candidate(caller=caller, payload=payload)
+    _ensure_unique(session, caller, new.doc["userName"], None)
+    user = admit(caller=caller, candidate=new)
+    try:
+        [row] = insert_users(session=session, caller=caller, users=[user])
+    except IntegrityError as exc:  # a concurrent writer won the userName race
+        raise Conflict(f"userName '{user.doc['userName']}' is already taken by another user of this partner") from exc
     return row
 
 
 def _apply(
     session: Session,
     caller: ScimCaller,
-    row: ScimUser,
+    row: StoredUser,
     doc: dict[str, Any],
     action: str,
     detail: dict[str, Any],
-) -> ScimUser:
+) -> StoredUser:
     """Store a new document for an existing user, with audit and JML events; a no-op changes nothing."""
     before = row.attributes
     if doc == before:
@@ -169,14 +270,21 @@ def _apply(
         rejoin = row.joined_at is not None
         values["joined_at"] = row.joined_at or now
     try:
-        updated = session.execute(_UPDATE_USER, {**values, "_pk": row.pk, "_version": row.version}).rowcount  # type: ignore[attr-defined]
+        updated = session.connection().execute(_UPDATE_USER, {**values, "_pk": row.pk, "_version": row.version})
     except IntegrityError as exc:  # a concurrent writer won the userName race
         raise Conflict(f"userName '{doc['userName']}' is already taken by another user of this partner") from exc
-    if updated != 1:  # another request changed this user after we read it: refuse rather than lose it
+    if updated.rowcount != 1:  # another request changed this user after we read it: refuse rather than lose it
         raise PreconditionFailed(f"User '{row.id}' changed concurrently; retry the request")
-    for key, value in values.items():
-        set_committed_value(row, key, value)
-    _write_values(session, row, doc)
+    row = dataclasses.replace(
+        row,
+        version=values["version"],
+        updated_at=now,
+        joined_at=values.get("joined_at", row.joined_at),
+        active=columns["active"],
+        user_name_ci=columns["user_name_ci"],
+        attributes=doc,
+    )
+    _rewrite_values(session, caller, row.pk, before, doc)
     changed = changed_attributes(before, doc)
     audit = append_audit(
         session,
@@ -211,7 +319,9 @@ def _apply(
     return row
 
 
-def replace_user(*, session: Session, caller: ScimCaller, user_id: str, payload: Any, if_match: str | None) -> ScimUser:
+def replace_user(
+    *, session: Session, caller: ScimCaller, user_id: str, payload: Any, if_match: str | None
+) -> StoredUser:
     """PUT /Users/{id}: full replacement of readWrite attributes (Okta's GET-then-PUT, AIW deactivation)."""
     row = get_user(session=session, caller=caller, user_id=user_id, for_update=True)
     check_if_match(if_match, row.version)
@@ -226,22 +336,12 @@ def replace_user(*, session: Session, caller: ScimCaller, user_id: str, payload:
     return _apply(session, caller, row, doc, "scim.user.replaced", _ignored(model, dropped))
 
 
-def patch_user(*, session: Session, caller: ScimCaller, user_id: str, payload: Any, if_match: str | None) -> ScimUser:
+def patch_user(*, session: Session, caller: ScimCaller, user_id: str, payload: Any, if_match: str | None) -> StoredUser:
     """PATCH /Users/{id} (RFC 7644 §3.5.2): operations in order, all or nothing."""
     row = get_user(session=session, caller=caller, user_id=user_id, for_update=True)
     check_if_match(if_match, row.version)
     body = normalize_patch(require_object(payload), base_url=caller.base_url)
-    try:
-        current = UserModel.model_validate({**row.attributes, "id": row.id}, scim_policy=POLICY)
-        operations = PatchOp[UserModel].model_validate(  # type: ignore[misc]
-            body, scim_ctx=Context.RESOURCE_PATCH_REQUEST, scim_policy=POLICY
-        )
-        operations.patch(current, scim_policy=POLICY)  # validates every value it assigns
-        if current.id != row.id:
-            raise Mutability(f"id is readOnly: cannot change it to '{current.id}'")
-    except (ValidationError, SCIMException) as exc:
-        raise as_broker_error(exc) from exc
-    doc = user_document(current, base_url=caller.base_url)
+    doc = patch_user_document(row.attributes, row.id, body, base_url=caller.base_url)
     return _apply(session, caller, row, doc, "scim.user.patched", {})
 
 
@@ -249,13 +349,12 @@ def delete_user(*, session: Session, caller: ScimCaller, user_id: str, if_match:
     """DELETE /Users/{id}: a leaver (cause "deleted"), memberships dropped, the id then answers 404."""
     row = get_user(session=session, caller=caller, user_id=user_id, for_update=True)
     check_if_match(if_match, row.version)
-    memberships = session.exec(
-        select(GroupMember).where(GroupMember.partner_id == caller.partner_id, GroupMember.member_id == row.id)
-    ).all()
-    for membership in memberships:
-        session.delete(membership)
-    session.execute(_DELETE_VALUES, {"_pk": row.pk})
-    session.delete(row)
+    connection = session.connection()
+    memberships = connection.execute(
+        _DELETE_MEMBERSHIPS, {"partner_id": caller.partner_id, "member_id": row.id}
+    ).rowcount
+    connection.execute(_DELETE_VALUES, {"_pk": row.pk})
+    connection.execute(_DELETE_USER, {"_pk": row.pk})
     audit = append_audit(
         session,
         actor=caller.actor,
@@ -264,7 +363,7 @@ def delete_user(*, session: Session, caller: ScimCaller, user_id: str, if_match:
         resource_type="User",
         resource_id=row.id,
         before=row.attributes,
-        detail={"was_active": row.active, "memberships_removed": len(memberships)},
+        detail={"was_active": row.active, "memberships_removed": memberships},
     )
     record_event(
         session,

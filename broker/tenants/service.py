@@ -9,17 +9,20 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 
 from broker.audit.log import Actor, append_audit
 from broker.errors import BadRequest, Conflict, NotFound, Unauthorized
 from broker.tenants.models import DomainPolicy, Partner, PartnerDomain, PartnerStatus, ScimToken
+from broker.tenants.token_cache import AuthenticatedToken
 from broker.types import utcnow
 
 __all__ = [
     "IssuedToken",
     "add_partner",
     "authenticate_scim_token",
+    "confirm_scim_token",
     "get_partner",
     "issue_scim_token",
     "list_partners",
@@ -200,11 +203,22 @@ def revoke_scim_token(*, session: Session, slug: str, token_id: str, actor: Acto
     return token
 
 
-def authenticate_scim_token(*, session: Session, presented: str) -> tuple[Partner, ScimToken]:
+def _refuse_unusable(*, revoked_at: dt.datetime | None, expires_at: dt.datetime, status: str) -> None:
+    """The refusals a correctly presented token can still meet, each saying why."""
+    if revoked_at is not None:
+        raise Unauthorized("bearer token has been revoked")
+    if expires_at <= utcnow():
+        raise Unauthorized("bearer token has expired")
+    if status != PartnerStatus.ACTIVE:
+        raise Unauthorized("partner is suspended")
+
+
+def authenticate_scim_token(*, session: Session, presented: str) -> AuthenticatedToken:
     """Resolve a bearer token to its partner: the token alone decides the tenant.
 
     The id is looked up, then the secret's digest compared in constant time; an unknown id still
-    costs one comparison. Every refusal says why, without saying whether the id exists.
+    costs one comparison. Every refusal says why, without saying whether the id exists. The first
+    use in a minute is recorded (``last_used_at``) and committed here.
     """
     match = _TOKEN_RE.match(presented)
     if match is None:
@@ -218,14 +232,40 @@ def authenticate_scim_token(*, session: Session, presented: str) -> tuple[Partne
     valid = hmac.compare_digest(expected, _sha256(secret))
     if token is None or partner is None or not valid:
         raise Unauthorized("invalid bearer token")
+    _refuse_unusable(revoked_at=token.revoked_at, expires_at=token.expires_at, status=partner.status)
+    authenticated = AuthenticatedToken(
+        token_id=token.id,
+        partner_id=partner.id,
+        partner_slug=partner.slug,
+        domain_policy=partner.domain_policy,
+        domains=frozenset(partner_domains(session=session, partner_id=partner.id)),
+        expires_at=token.expires_at,
+    )
     now = utcnow()
-    if token.revoked_at is not None:
-        raise Unauthorized("bearer token has been revoked")
-    if token.expires_at <= now:
-        raise Unauthorized("bearer token has expired")
-    if partner.status != PartnerStatus.ACTIVE:
-        raise Unauthorized("partner is suspended")
     if token.last_used_at is None or now - token.last_used_at > dt.timedelta(minutes=1):
         token.last_used_at = now  # coarse, so authentication is a write at most once a minute
         session.add(token)
-    return partner, token
+        session.commit()
+    return authenticated
+
+
+_TOKENS = ScimToken.__table__.c  # type: ignore[attr-defined]
+_PARTNERS = Partner.__table__.c  # type: ignore[attr-defined]
+_TOKEN_STATE = (
+    select(_TOKENS.revoked_at, _TOKENS.expires_at, _PARTNERS.status, _PARTNERS.domain_policy)
+    .join(Partner.__table__, _PARTNERS.id == _TOKENS.partner_id)  # type: ignore[attr-defined]
+    .where(_TOKENS.id == bindparam("token_id"))
+)
+"""Built once: it runs on every SCIM request."""
+
+
+def confirm_scim_token(*, session: Session, token_id: str) -> str:
+    """Re-check a token verified earlier (``broker.tenants.token_cache``) against its current row, in
+    the caller's transaction: refused exactly as ``authenticate_scim_token`` would refuse it now.
+    Returns the partner's current domain policy."""
+    row = session.connection().execute(_TOKEN_STATE, {"token_id": token_id}).first()
+    if row is None:
+        raise Unauthorized("invalid bearer token")
+    revoked_at, expires_at, status, domain_policy = row
+    _refuse_unusable(revoked_at=revoked_at, expires_at=expires_at, status=status)
+    return str(domain_policy)

@@ -318,3 +318,60 @@ def test_bulk_is_tenant_scoped(partner: PartnerHandle, make_partner: Callable[..
     _assert_error(body["Operations"][0], "404")
     _assert_error(body["Operations"][1], "400", "invalidValue")
     assert other.client.get(f"/Users/{theirs['id']}").status_code == 200
+
+
+def test_consecutive_creations_keep_one_by_one_semantics(
+    partner: PartnerHandle, events: Events, audit: Callable[[str], list[Any]]
+) -> None:
+    """A run of POST /Users (an IdP's initial import) is written together, yet every operation keeps its
+    own outcome, in order: uniqueness against stored users and earlier operations of the request,
+    validation, verified domains, column sizes, then failOnErrors counting them as they come."""
+    partner.create_user("stored")
+    body = bulk(
+        partner,
+        [
+            new_user(partner, "a", "a", displayName="A"),
+            new_user(partner, "stored", "STORED"),  # 409: a stored user has it
+            new_user(partner, "b", "b"),
+            {"method": "POST", "path": "/Users", "bulkId": "nameless", "data": {"schemas": [USER_SCHEMA]}},
+            new_user(partner, "b-again", "B"),  # 409: operation "b" took it
+            new_user(partner, "long", "long", displayName="x" * 600),  # 400: longer than the column
+            new_user(partner, "away", "away", userName="away@elsewhere.test"),  # 400: not a verified domain
+            new_user(partner, "c", "c", active=False),
+            new_user(partner, "d", "d"),  # failOnErrors=5 stops the run before this one
+        ],
+        failOnErrors=5,
+    )
+    results = body["Operations"]
+    assert [(r["bulkId"], r["status"]) for r in results] == [
+        ("a", "201"),
+        ("stored", "409"),
+        ("b", "201"),
+        ("nameless", "400"),
+        ("b-again", "409"),
+        ("long", "400"),
+        ("away", "400"),
+    ]
+    _assert_error(results[1], "409", "uniqueness")
+    _assert_error(results[6], "400", "invalidValue")
+    for result in (results[0], results[2]):
+        user = partner.client.get(result["location"])
+        assert user.status_code == 200 and user.headers["etag"] == result["version"] == 'W/"1"'
+    created = [_id(results[0]["location"]), _id(results[2]["location"])]
+    assert [e.subject_id for e in events(partner.id) if e.kind == "joined"][-2:] == created
+    records = [r for r in audit(partner.id) if r.action == "scim.user.created"]
+    assert [r.resource_id for r in records][-2:] == created
+    assert partner.client.get("/Users").json()["totalResults"] == 3
+
+
+def test_consecutive_creations_without_fail_on_errors(partner: PartnerHandle) -> None:
+    body = bulk(partner, [new_user(partner, f"u{i}", f"u{i % 3}") for i in range(6)])
+    assert [r["status"] for r in body["Operations"]] == ["201", "201", "201", "409", "409", "409"]
+    listed = partner.client.get("/Users", params={"sortBy": "userName"}).json()
+    assert [u["userName"] for u in listed["Resources"]] == [partner.email(f"u{i}") for i in range(3)]
+
+
+def test_consecutive_creations_that_all_fail(partner: PartnerHandle) -> None:
+    body = bulk(partner, [new_user(partner, f"x{i}", f"x{i}", userName=f"x{i}@elsewhere.test") for i in range(3)])
+    assert [r["status"] for r in body["Operations"]] == ["400", "400", "400"]
+    assert partner.client.get("/Users").json()["totalResults"] == 0
