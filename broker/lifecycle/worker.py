@@ -22,7 +22,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,7 @@ from broker.audit.log import Actor, append_audit
 from broker.lifecycle import wakeup
 from broker.lifecycle.engine import process_events
 from broker.lifecycle.grants import AccountState, WorkspaceAccount
+from broker.lifecycle.loop import BackgroundLoop
 from broker.lifecycle.outbox import DeliveryTask, TaskAction, claim_tasks, complete_task, reschedule_task
 from broker.settings import Settings
 from broker.types import utcnow
@@ -108,24 +109,15 @@ class _Pacer:
             await asyncio.sleep(at - now)
 
 
-class DeliveryWorker:
+class DeliveryWorker(BackgroundLoop):
     """Engine + outbox consumer of one process; ``run`` until ``stop`` is set."""
 
     def __init__(self, *, engine: Engine, settings: Settings, http: httpx.AsyncClient | None = None) -> None:
-        self.engine = engine
-        self.settings = settings
-        self._http = http
-        self._owns_http = http is None
+        super().__init__(
+            engine=engine, settings=settings, http=http, wake_source=(wakeup.subscribe, wakeup.unsubscribe), log=log
+        )
         self._connectors: dict[str, tuple[str, Connector]] = {}
         self._pacers: dict[str, _Pacer] = {}
-        self._wake = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    # -- waking -------------------------------------------------------------------------------
-    def _wake_threadsafe(self) -> None:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._wake.set)
 
     # -- database steps (run in threads) ------------------------------------------------------
     def _session(self) -> Session:
@@ -301,11 +293,6 @@ class DeliveryWorker:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    def _ensure_http(self) -> None:
-        if self._http is None:
-            self._http = httpx.AsyncClient(timeout=self.settings.delivery_timeout_seconds)
-            self._owns_http = True
-
     async def run_once(self) -> int:
         """One engine pass and one claim-deliver-record round; returns how many tasks were attempted."""
         self._ensure_http()
@@ -325,39 +312,9 @@ class DeliveryWorker:
         await asyncio.to_thread(self._record, list(results), workspaces)
         return len(tasks)
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Deliver until ``stop`` is set; an unexpected error is logged and the loop goes on."""
-        self._loop = asyncio.get_running_loop()
-        self._ensure_http()
-        wakeup.subscribe(self._wake_threadsafe)
-        try:
-            while not stop.is_set():
-                self._wake.clear()
-                try:
-                    if await self.run_once():
-                        continue
-                except Exception:
-                    log.exception("delivery round failed; retrying after the poll interval")
-                await _first(self._wake.wait(), stop.wait(), timeout=self.settings.delivery_poll_seconds)
-        finally:
-            wakeup.unsubscribe(self._wake_threadsafe)
-            await self.aclose()
-
     async def aclose(self) -> None:
         for _, connector in self._connectors.values():
             with contextlib.suppress(Exception):
                 await connector.aclose()
         self._connectors.clear()
-        if self._owns_http and self._http is not None:
-            await self._http.aclose()
-            self._http = None
-
-
-async def _first(*waits: Awaitable[Any], timeout: float) -> None:
-    """Return when any of ``waits`` finishes or ``timeout`` passes; cancel the rest."""
-    tasks = [asyncio.ensure_future(w) for w in waits]
-    try:
-        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
+        await super().aclose()

@@ -19,7 +19,6 @@ everything queued for the workspace, so it has its own small table and sender.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import random
@@ -34,6 +33,7 @@ from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, col, select
 
 from broker.audit.log import Actor, append_audit
+from broker.lifecycle.loop import BackgroundLoop
 from broker.provider.discovery import issuer_of
 from broker.provider.keys import ALGORITHM, LOGOUT_TOKEN_SECONDS, KeyRing, key_ring
 from broker.provider.models import LogoutNotification, OAuthClient
@@ -162,16 +162,11 @@ class _Outcome:
     """Seconds until the next attempt; ``None`` with ``delivered`` False buries the notification."""
 
 
-class LogoutSender:
+class LogoutSender(BackgroundLoop):
     """Delivers queued logout tokens; ``run`` until ``stop`` is set (one per `entente serve` process)."""
 
     def __init__(self, *, engine: Engine, settings: Settings, http: httpx.AsyncClient | None = None) -> None:
-        self.engine = engine
-        self.settings = settings
-        self._http = http
-        self._owns_http = http is None
-        self._wake = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        super().__init__(engine=engine, settings=settings, http=http, wake_source=(subscribe, unsubscribe), log=log)
 
     def _claim(self, limit: int = 50) -> list[_Claimed]:
         now = utcnow()
@@ -289,11 +284,6 @@ class LogoutSender:
                     )
             session.commit()
 
-    def _ensure_http(self) -> None:
-        if self._http is None:
-            self._http = httpx.AsyncClient(timeout=self.settings.delivery_timeout_seconds)
-            self._owns_http = True
-
     async def run_once(self) -> int:
         """Claim, deliver and record one batch; returns how many notifications were attempted."""
         self._ensure_http()
@@ -303,39 +293,3 @@ class LogoutSender:
         outcomes = await asyncio.gather(*(self._deliver(note) for note in claimed))
         await asyncio.to_thread(self._record, list(zip(claimed, outcomes, strict=True)))
         return len(claimed)
-
-    def _wake_threadsafe(self) -> None:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._wake.set)
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Deliver until ``stop`` is set; an unexpected error is logged and the loop goes on."""
-        self._loop = asyncio.get_running_loop()
-        self._ensure_http()
-        subscribe(self._wake_threadsafe)
-        try:
-            while not stop.is_set():
-                self._wake.clear()
-                try:
-                    if await self.run_once():
-                        continue
-                except Exception:
-                    log.exception("back-channel logout round failed; retrying after the poll interval")
-                waits = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
-                try:
-                    await asyncio.wait(
-                        waits, timeout=self.settings.delivery_poll_seconds, return_when=asyncio.FIRST_COMPLETED
-                    )
-                finally:
-                    for waiting in waits:
-                        waiting.cancel()
-        finally:
-            unsubscribe(self._wake_threadsafe)
-            await self.aclose()
-
-    async def aclose(self) -> None:
-        if self._owns_http and self._http is not None:
-            with contextlib.suppress(Exception):
-                await self._http.aclose()
-            self._http = None
