@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import pytest
 
 from tests.peers.entente_process import START_TIMEOUT, free_port, stop_process
 
-__all__ = ["SCIM2_SERVER", "Scim2Server", "scim2_server"]
+__all__ = ["SCIM2_SERVER", "Scim2Server", "running_scim2_server", "scim2_server"]
 
 SCIM2_SERVER = Path(sys.executable).with_name("scim2-server")
 
@@ -69,14 +70,14 @@ def _wait_ready(server: Scim2Server) -> None:
     pytest.fail(f"scim2-server did not answer within {START_TIMEOUT:.0f}s ({last_error})\n--- log ---\n{server.log()}")
 
 
-@pytest.fixture(scope="session")
-def scim2_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scim2Server]:
-    """scim2-server on a free 127.0.0.1 port with a random bearer token; stopped at session end."""
+@contextmanager
+def running_scim2_server(workdir: Path) -> Iterator[Scim2Server]:
+    """scim2-server on a free 127.0.0.1 port with a random bearer token, logging into ``workdir``."""
     if not SCIM2_SERVER.exists():
         pytest.fail(f"the scim2-server console script is not installed at {SCIM2_SERVER}: pip install -e '.[test]'")
     port = free_port()
     token = secrets.token_urlsafe(24)
-    log_path = tmp_path_factory.mktemp("scim2-server") / "scim2-server.log"
+    log_path = workdir / "scim2-server.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(  # noqa: S603 - fixed executable, our own arguments
             [str(SCIM2_SERVER), "--hostname", "127.0.0.1", "--port", str(port), "--bearer-token", token],
@@ -93,3 +94,10 @@ def scim2_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scim2Serv
         died = stop_process(process)
     if died is not None:
         pytest.fail(f"scim2-server died during the tests (exit {died})\n--- log ---\n{server.log()}")
+
+
+@pytest.fixture(scope="session")
+def scim2_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scim2Server]:
+    """A scim2-server shared by the session's workspace tests; stopped at session end."""
+    with running_scim2_server(tmp_path_factory.mktemp("scim2-server")) as server:
+        yield server

@@ -50,7 +50,7 @@ from scim2_models import EnterpriseUser, SearchRequest, User
 
 from tests.conftest import ENTERPRISE_SCHEMA, USER_SCHEMA
 from tests.peers.entente_process import EntenteProcess
-from tests.peers.scim2_server_process import Scim2Server
+from tests.peers.scim2_server_process import Scim2Server, running_scim2_server
 
 pytestmark = pytest.mark.peer
 
@@ -402,19 +402,26 @@ def case_id(params: dict[str, Any]) -> str:
 CASES = [{"filter": f} for f in FILTERS] + SORTS
 
 
-@pytest.fixture(scope="session")
-def oracle(scim2_server: Scim2Server) -> Iterator[httpx.Client]:
-    """scim2-server loaded with the dataset once per session (it is not per database backend)."""
+@pytest.fixture(scope="module")
+def oracle_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scim2Server]:
+    """A scim2-server of the oracle's own: the shared one also holds workspace tests' provisioned users."""
+    with running_scim2_server(tmp_path_factory.mktemp("scim2-oracle")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def oracle(oracle_server: Scim2Server) -> Iterator[httpx.Client]:
+    """scim2-server loaded with the dataset once per module (it is not per database backend)."""
     with httpx.Client(
-        base_url=scim2_server.base_url,
+        base_url=oracle_server.base_url,
         timeout=30.0,
-        headers={"Authorization": f"Bearer {scim2_server.token}"},
+        headers={"Authorization": f"Bearer {oracle_server.token}"},
     ) as client:
         for body in dataset(ORACLE_DOMAIN):
             response = client.post("/Users", json=body)
             assert response.status_code == 201, response.text
         yield client
-    scim2_server.assert_alive()
+    oracle_server.assert_alive()
 
 
 @pytest.fixture(scope="module")
