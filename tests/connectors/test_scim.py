@@ -57,7 +57,7 @@ class Scim2Tenants:
 def scim2_tenants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scim2Tenants]:
     """scim2-server --dynamic-tenants on a free loopback port; fails (never skips) if it does not come up."""
     port = free_port()
-    token = secrets.token_urlsafe(24)
+    token = secrets.token_hex(24)
     log_path = tmp_path_factory.mktemp("scim2-tenants") / "scim2-server.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(

@@ -76,7 +76,7 @@ def running_scim2_server(workdir: Path) -> Iterator[Scim2Server]:
     if not SCIM2_SERVER.exists():
         pytest.fail(f"the scim2-server console script is not installed at {SCIM2_SERVER}: pip install -e '.[test]'")
     port = free_port()
-    token = secrets.token_urlsafe(24)
+    token = secrets.token_hex(24)  # hex: a leading "-" would read as an option to scim2-server
     log_path = workdir / "scim2-server.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(  # noqa: S603 - fixed executable, our own arguments
