@@ -40,6 +40,7 @@ import datetime as dt
 import json
 import os
 import platform
+import signal
 import socket
 import statistics
 import subprocess
@@ -687,6 +688,7 @@ def main() -> None:
     )
     parser.add_argument("--tag", default="", help="suffix of the results file name")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up (servers, database) when terminated
     if args.leavers > args.people:
         parser.error("--leavers cannot exceed --people")
     if args.burst_workspaces > args.workspaces:
@@ -726,6 +728,14 @@ def main() -> None:
             "experiment": args.experiment,
         },
     }
+    experiment = "" if args.experiment == "none" else f"-{args.experiment}"
+    shape = f"{args.people}x{args.workspaces}-b{args.burst}x{len(burst_slugs)}"
+    out = ROOT / "bench" / "results" / f"fanout-{args.database}-{shape}{experiment}{args.tag}.json"
+    report["incomplete"] = True  # until the last phase is done; the file is rewritten after each phase
+
+    def save(report: dict[str, Any]) -> None:
+        out.write_text(json.dumps(report, indent=2, default=str))
+
     targets = Targets(slugs, args.target_procs, args.latency_ms, uuid.uuid4().hex, scratch)
     serve: subprocess.Popen[bytes] | None = None
     db = create_db_engine(settings)
@@ -750,12 +760,14 @@ def main() -> None:
         targets.reset()
         eng, report["provisioning"] = provision(db, scim, "eng", "eng", args.people, args.workspaces)
         report["provisioning"]["target"] = targets.stats()
+        save(report)
         print(f"  {report['provisioning']['per_s']:.0f} deliveries/s", file=sys.stderr)
 
         print(f"latency run: {args.leavers} leavers one at a time ...", file=sys.stderr)
         profiler = Profiler(args.py_spy, serve.pid, f"fanout-{args.database}-latency")
         report["latency"] = latency_run(db, scim, targets, eng[: args.leavers], args.workspaces, args.gap_ms, slug_of)
         report["latency"]["py_spy"] = profiler.finish()
+        save(report)
         lat = report["latency"]["time_to_revoke_ms"]
         print(f"  time-to-revoke p50 {lat['p50']:.0f} ms, p99 {lat['p99']:.0f} ms", file=sys.stderr)
 
@@ -764,6 +776,7 @@ def main() -> None:
             targets.reset()
             burst, report["burst_provisioning"] = provision(db, scim, "burst", "burst", args.burst, len(burst_slugs))
             report["burst_provisioning"]["target"] = targets.stats()
+            save(report)
             print(f"  {report['burst_provisioning']['per_s']:.0f} deliveries/s", file=sys.stderr)
             print(f"burst: {args.burst} leavers at once ...", file=sys.stderr)
             profiler = Profiler(args.py_spy, serve.pid, f"fanout-{args.database}-burst")
@@ -776,11 +789,8 @@ def main() -> None:
         targets.close()
         db.dispose()
         drop_database(pg_name)
-    experiment = "" if args.experiment == "none" else f"-{args.experiment}"
-    shape = f"{args.people}x{args.workspaces}-b{args.burst}x{len(burst_slugs)}"
-    name = f"fanout-{args.database}-{shape}{experiment}{args.tag}.json"
-    out = ROOT / "bench" / "results" / name
-    out.write_text(json.dumps(report, indent=2, default=str))
+    report.pop("incomplete", None)
+    save(report)
     print(render(report))
     print(f"\n(results: {out.relative_to(ROOT)}; logs: {scratch})")
 

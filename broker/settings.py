@@ -50,8 +50,8 @@ class Settings(BaseSettings):
     scim_auth_cache_seconds: float = Field(
         default=2.0,
         ge=0,
-        description="How long a process reuses a successful SCIM token check. Revocation in the same process "
-        "applies at once; from another process (the CLI, another worker) within this bound. 0 disables it.",
+        description="How long a process reuses a verified SCIM token (its partner and verified domains). "
+        "Revocation, expiry and suspension are still confirmed on every request. 0 disables it.",
     )
     secrets_dir: Path | None = Field(default=None, description="Folder of mounted secret files.")
     secret_key: SecretStr | None = Field(
