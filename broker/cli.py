@@ -16,9 +16,14 @@ from broker.demo import set_up_demo
 from broker.errors import BrokerError
 from broker.federation.cli import idp_app
 from broker.lifecycle.cli import outbox_app, worker
+from broker.lifecycle.killswitch_cli import kill_app
+from broker.observability.logging import log_config
+from broker.observability.metrics import prepare_multiprocess
 from broker.policy.cli import policy_app
 from broker.provider.cli import client_app
+from broker.reports.cli import report_app
 from broker.settings import Settings
+from broker.signals.cli import signals_app
 from broker.tenants.models import DomainPolicy
 from broker.tenants.service import (
     add_partner,
@@ -43,6 +48,9 @@ app.add_typer(client_app, name="client")
 app.add_typer(policy_app, name="policy")
 app.add_typer(idp_app, name="idp")
 app.add_typer(outbox_app, name="outbox")
+app.add_typer(report_app, name="report")
+app.add_typer(kill_app, name="kill")
+app.add_typer(signals_app, name="signals")
 app.command("worker")(worker)
 
 
@@ -57,14 +65,20 @@ def serve(
 
     settings = Settings()
     migrate(settings)
+    processes = workers or settings.workers
+    prepare_multiprocess(processes)  # several processes: metrics shared through PROMETHEUS_MULTIPROC_DIR
     uvicorn.run(
         "broker.main:app_from_environment",
         factory=True,
         host=host or settings.host,
         port=port or settings.port,
-        workers=workers or settings.workers,
-        log_level="info",
-        access_log=False,
+        workers=processes,
+        log_config=log_config(settings),
+        log_level=settings.log_level.lower(),
+        access_log=False,  # the richer access line (request id, partner) is broker.observability.http's
+        # A spawned server process imports all of Entente before it answers the supervisor's health
+        # check: uvicorn's 5 s default killed them as hung on a busy 2-core machine.
+        timeout_worker_healthcheck=30,
     )
 
 

@@ -13,15 +13,21 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from broker.audit.api import router as audit_router
+from broker.console.api import error_page as console_error_page
+from broker.console.api import router as console_router
 from broker.db import create_db_engine
 from broker.errors import BrokerError, InvalidValue, NotFound
 from broker.federation.api import router as login_router
+from broker.federation.cache import adapter_cache
 from broker.lifecycle.scheduler import start_scheduler
 from broker.lifecycle.worker import DeliveryWorker
+from broker.observability.api import install_observability
 from broker.provider.api import router as provider_router
+from broker.reports.api import router as reports_router
 from broker.scim.api import error_response
 from broker.scim.api import router as scim_router
 from broker.settings import Settings, get_settings
+from broker.signals.api import router as signals_router
 
 __all__ = ["app_from_environment", "create_app"]
 
@@ -36,6 +42,8 @@ def _is_scim(request: Request) -> bool:
 def _render(request: Request, error: BrokerError) -> Response:
     if _is_scim(request):
         return error_response(error)
+    if request.url.path.startswith("/console"):
+        return console_error_page(request, error)
     return JSONResponse({"error": type(error).__name__, "detail": error.detail}, status_code=error.status)
 
 
@@ -47,8 +55,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not settings.delivery_worker:
-            yield
-            engine.dispose()
+            try:
+                yield
+            finally:
+                await adapter_cache(app.state).aclose()
+                engine.dispose()
             return
         stop = asyncio.Event()
         scheduler = start_scheduler(engine, settings)
@@ -59,16 +70,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stop.set()
             scheduler.shutdown(wait=False)
             await delivery
+            await adapter_cache(app.state).aclose()
             engine.dispose()
 
     app = FastAPI(title="Entente", version="0.1.0", lifespan=lifespan, docs_url="/api/docs", redoc_url=None)
     app.state.settings = settings
     app.state.engine = engine
+    install_observability(app, settings)
     for prefix in _SCIM_PREFIXES:
         app.include_router(scim_router, prefix=prefix, include_in_schema=prefix == "/scim/v2")
     app.include_router(login_router)
     app.include_router(audit_router)
     app.include_router(provider_router)
+    app.include_router(console_router)
+    app.include_router(reports_router)
+    app.include_router(signals_router)
 
     @app.exception_handler(BrokerError)
     async def broker_error(request: Request, exc: BrokerError) -> Response:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "get_settings"]
@@ -86,6 +87,20 @@ class Settings(BaseSettings):
     grant_expiry_interval_seconds: float = Field(
         default=30.0, gt=0, description="How often the scheduler ends grants past their end date."
     )
+    report_inactive_days: int = Field(
+        default=90,
+        ge=0,
+        description="Stale-access report: active people with no login and no SCIM change for this many days.",
+    )
+    report_silent_feed_days: int = Field(
+        default=30, ge=0, description="Stale-access report: partners whose SCIM feed changed nothing for this long."
+    )
+    report_token_expiry_days: int = Field(
+        default=30, ge=0, description="Stale-access report: SCIM tokens expiring within this many days."
+    )
+    report_token_unused_days: int = Field(
+        default=30, ge=0, description="Stale-access report: SCIM tokens not used for this many days."
+    )
     audit_signing_key: SecretStr | None = Field(
         default=None,
         description="Ed25519 key signing audit checkpoints: base64 of a 32-byte seed, or a PKCS#8 PEM. "
@@ -113,6 +128,49 @@ class Settings(BaseSettings):
         description="SHA-256 (hex) of the operator bearer token of the audit API (`entente audit operator-token`); "
         "unset: operators cannot use the audit API.",
     )
+    siem_webhook_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://\S+$",
+        description="SIEM endpoint receiving the audit log as Standard Webhooks batches (POST); needs "
+        "siem_webhook_secret.",
+    )
+    siem_webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Standard Webhooks signing secret of the SIEM webhook: 'whsec_' + base64 of 24 to 64 random bytes.",
+    )
+    siem_syslog: str | None = Field(
+        default=None,
+        description="SIEM syslog receiver of the audit log, 'udp://host:port' or 'tcp://host:port' "
+        "(RFC 5424 messages; TCP framed by octet counting, RFC 6587).",
+    )
+    siem_batch_size: int = Field(
+        default=500, ge=1, le=10_000, description="Audit records per SIEM webhook request or syslog connection."
+    )
+
+    @field_validator("siem_webhook_secret")
+    @classmethod
+    def _check_siem_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        """Fail at load, not at the first batch, when the secret is no Standard Webhooks secret."""
+        if value is not None:
+            from connectors.webhook import _secret_key  # the connector's own parser: one definition
+
+            _secret_key(value.get_secret_value())
+        return value
+
+    @field_validator("siem_syslog")
+    @classmethod
+    def _check_siem_syslog(cls, value: str | None) -> str | None:
+        if value is not None:
+            from broker.audit.syslog import SyslogTarget  # pure parsing; imported late, it is not a setting
+
+            SyslogTarget.parse(value)
+        return value
+
+    @model_validator(mode="after")
+    def _check_siem_webhook(self) -> Settings:
+        if (self.siem_webhook_url is None) != (self.siem_webhook_secret is None):
+            raise ValueError("ENTENTE_SIEM_WEBHOOK_URL and ENTENTE_SIEM_WEBHOOK_SECRET are set together or not at all")
+        return self
     login_session_minutes: int = Field(
         default=480, ge=1, description="Lifetime of a login session at Entente after a federated login."
     )
@@ -127,6 +185,10 @@ class Settings(BaseSettings):
     )
     federation_http_timeout_seconds: float = Field(
         default=10.0, gt=0, description="Timeout of each request to a partner IdP (discovery, JWKS, token, userinfo)."
+    )
+    saml_xmlsec_binary: str | None = Field(
+        default=None,
+        description="Path of xmlsec1 (Debian package xmlsec1), which checks SAML signatures; unset: found on PATH.",
     )
     federation_metadata_ttl_seconds: float = Field(
         default=3600.0,
@@ -161,6 +223,46 @@ class Settings(BaseSettings):
     )
     oidc_logout_sender: bool = Field(
         default=True, description="Send queued back-channel logout tokens from `entente serve`."
+    )
+    bootstrap_admin_password: SecretStr | None = Field(
+        default=None,
+        description="Password of the console's local operator 'admin', created (scrypt-hashed) on first use when "
+        "no such admin exists; later changes of this value do not change the stored hash.",
+    )
+    console_session_minutes: int = Field(
+        default=480,
+        ge=5,
+        description="Lifetime of an admin console sign-in (rechecked against the database on every request).",
+    )
+    console_operator_partner: str | None = Field(
+        default=None,
+        description="Slug of the partner whose people granted role 'admin' in workspace 'entente-console' are "
+        "console operators; other partners' admins see only their own partner.",
+    )
+    log_format: Literal["json", "text"] = Field(
+        default="json",
+        description="`entente serve` logs: one JSON object per line (ts, level, logger, msg, request_id, partner, "
+        "…) or plain text.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Lowest level logged; DEBUG adds the access lines of /healthz, /readyz, /metrics."
+    )
+    metrics_enabled: bool = Field(
+        default=True,
+        description="Serve Prometheus metrics at /metrics (labels name partner and workspace slugs: keep the path "
+        "off the public ingress).",
+    )
+    signals_sender: bool = Field(
+        default=True, description="Push queued Shared Signals SETs (RFC 8935) from `entente serve`."
+    )
+    signals_poll_wait_seconds: float = Field(
+        default=15.0,
+        ge=0,
+        le=60,
+        description="Longest time an RFC 8936 poll with returnImmediately=false waits for a SET before answering.",
+    )
+    signals_min_verification_interval_seconds: int = Field(
+        default=30, ge=0, description="SSF min_verification_interval: a sooner verification request answers 429."
     )
 
 

@@ -238,6 +238,7 @@ def assert_scim_error(response: Any, status: int, scim_type: str | None = None) 
 pytest_plugins = [
     "tests.cli_runner",
     "tests.peers.entente_process",
+    "tests.peers.saml_idp_process",
     "tests.peers.scim2_server_process",
     "tests.peers.synapse_process",
 ]

@@ -1,8 +1,9 @@
-"""`entente audit …`: export, checkpoint, verify (offline), keys; and `entente partner audit-key`."""
+"""`entente audit …`: export, checkpoint, verify (offline), keys, SIEM status; and `entente partner audit-key`."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import sys
 import time
@@ -19,6 +20,7 @@ from broker.audit.checkpoints import latest_checkpoint, load_log_key, make_check
 from broker.audit.cosign import cosigned_note, parse_public_key, register_partner_key
 from broker.audit.export import export_lines
 from broker.audit.note import VerifierKey, cosign, split_note
+from broker.audit.siem import pending_count, siem_status, sinks_from_settings
 from broker.audit.tree import enqueue_missing
 from broker.audit.verify import verify_export
 from broker.clikit import actor, fail, open_session
@@ -31,6 +33,8 @@ __all__ = ["audit_app", "partner_audit_key"]
 audit_app = typer.Typer(
     help="The verifiable audit log: checkpoints, exports, offline verification.", no_args_is_help=True
 )
+siem_app = typer.Typer(help="Streaming the audit log to SIEMs.", no_args_is_help=True)
+audit_app.add_typer(siem_app, name="siem")
 
 
 def _read(path: Path, what: str) -> str:
@@ -171,6 +175,42 @@ def cosign_command(
         fail(InvalidValue(f"the private key cannot be read: {exc}"))
     except BrokerError as error:
         fail(error)
+
+
+@siem_app.command("status")
+def siem_status_command(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Each configured SIEM sink's cursor (leaves shipped) and lag (leaves not yet shipped, oldest's age)."""
+    settings = Settings()
+    sinks = sinks_from_settings(settings)
+    try:
+        with open_session(settings) as session:
+            statuses = siem_status(session, sinks=sinks)
+            pending = pending_count(session)
+    finally:
+        for sink in sinks:
+            sink.close()
+    rows = [
+        {
+            "sink": s.name,
+            "target": s.target,
+            "cursor": s.cursor,
+            "tree_size": s.tree_size,
+            "lag": s.lag,
+            "lag_seconds": round(s.lag_seconds, 1),
+        }
+        for s in statuses
+    ]
+    if as_json:
+        typer.echo(json.dumps({"pending_sequencing": pending, "sinks": rows}, indent=2))
+        return
+    if not rows:
+        typer.echo("no SIEM sink is configured (ENTENTE_SIEM_WEBHOOK_URL, ENTENTE_SIEM_SYSLOG)")
+        return
+    typer.echo(f"tree size {statuses[0].tree_size}; {pending} records waiting to be sequenced")
+    typer.echo("sink\ttarget\tcursor\tlag\toldest unshipped")
+    for row in rows:
+        age = f"{row['lag_seconds']} s" if row["lag"] else "-"
+        typer.echo(f"{row['sink']}\t{row['target']}\t{row['cursor']}\t{row['lag']}\t{age}")
 
 
 def partner_audit_key(

@@ -10,7 +10,8 @@
     ├── OutOfRange                      400  a leaf index or tree size beyond what the log has signed
     ├── NoSuchCheckpoint                404  no checkpoint was signed at that tree size
     ├── UnknownCosigner                 403  the partner has no key registered for that cosignature
-    └── SigningKeyError                 500  the log's signing key is missing, unreadable or invalid
+    ├── SigningKeyError                 500  the log's signing key is missing, unreadable or invalid
+    └── SiemUnavailable                 503  a SIEM sink did not take a batch (retried, never skipped)
 
 The status of ``OutOfRange``, ``NoSuchCheckpoint`` and ``UnknownCosigner`` comes from their second base
 (``BadRequest``, ``NotFound``, ``Forbidden``), so the HTTP edge renders them like every other broker error.
@@ -31,6 +32,7 @@ __all__ = [
     "NoSuchCheckpoint",
     "OutOfRange",
     "RootMismatch",
+    "SiemUnavailable",
     "SigningKeyError",
     "UnknownCosigner",
     "VerificationFailed",
@@ -81,3 +83,16 @@ class UnknownCosigner(AuditError, Forbidden):
 
 class SigningKeyError(AuditError):
     """The log's Ed25519 signing key cannot be loaded or created."""
+
+
+class SiemUnavailable(AuditError):
+    """A SIEM sink could not be reached or did not accept a batch; the shipper retries the same records.
+
+    ``retry_after`` is the sink's own hint (HTTP ``Retry-After``), in seconds, or ``None``.
+    """
+
+    status: ClassVar[int] = 503
+
+    def __init__(self, detail: str, *, retry_after: float | None = None) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after

@@ -4,6 +4,8 @@
     POST /login                        email -> the partner that verified its domain -> /login/{slug}
     GET  /login/{partner_slug}         the partner's (first) IdP connection: 303 to the IdP
     GET  /login/callback/{connection}  the IdP's answer: verify, bind, start the session, 303 to ``next``
+    POST /login/callback/{connection}  the same for SAML: the ACS (HTTP-POST binding, ``RelayState`` = state)
+    GET  /login/saml/{connection}/metadata  Entente's SAML SP metadata for that connection
     GET  /logout                       end this browser's session
 
 ``next`` (a same-origin path, else refused: no open redirect) is sealed into the login transaction
@@ -30,9 +32,11 @@ from broker.audit.log import Actor, append_audit
 from broker.errors import BrokerError, NotFound
 from broker.federation.base import FederatedIdentity, FederationError
 from broker.federation.binding import BoundPerson, bind_identity
-from broker.federation.cache import adapter_cache
-from broker.federation.models import IdPConnection
+from broker.federation.cache import adapter_cache, callback_url, saml_entity_id
+from broker.federation.models import IdPConnection, IdPProtocol
 from broker.federation.pages import PAGE_HEADERS, error_page, login_page, message_page
+from broker.federation.saml_form import posted_form
+from broker.federation.saml_metadata import sp_metadata
 from broker.federation.service import first_connection, get_connection, partner_for_email
 from broker.federation.transaction import (
     LoginTransaction,
@@ -42,6 +46,7 @@ from broker.federation.transaction import (
     safe_next,
     secure_cookies,
 )
+from broker.observability.metrics import observe_login
 from broker.scim.models import ScimUser
 from broker.sessions.models import LoginSession
 from broker.sessions.service import COOKIE_NAME, find_session, start_session
@@ -144,6 +149,7 @@ def _audit_failure(
             detail=detail,
         )
         session.commit()
+    observe_login(connection_id=connection.id, outcome="failed", reason=type(error).__name__)
 
 
 def _finish_login(
@@ -179,6 +185,7 @@ def _finish_login(
             },
         )
         session.commit()
+        observe_login(connection_id=connection.id, outcome="succeeded")
         return _Login(cookie_value=started.cookie_value, session_id=started.row.id, person=person)
 
 
@@ -214,7 +221,7 @@ async def _begin(request: Request, connection: IdPConnection, next_path: str) ->
     except BrokerError as error:
         await run_in_threadpool(_audit_failure, _engine(request), connection, error, None)
         return _refusal(error)
-    transaction.set_cookie(response, settings)
+    transaction.set_cookie(response, settings, cross_site_post=adapter.protocol == IdPProtocol.SAML.value)
     response.headers["Referrer-Policy"] = "no-referrer"
     return response
 
@@ -270,15 +277,51 @@ async def login_submit(request: Request) -> Response:
 
 @router.get("/login/callback/{connection_id}")
 async def login_callback(request: Request, connection_id: str) -> Response:
-    """The IdP's authorization response: complete, bind, start the session, go to ``next``."""
+    """The IdP's authorization response (OIDC: a redirect): complete, bind, start the session, go to ``next``."""
+    return await _callback(request, connection_id, state=request.query_params.get("state") or "")
+
+
+@router.post("/login/callback/{connection_id}")
+async def login_callback_post(request: Request, connection_id: str) -> Response:
+    """A SAML connection's Assertion Consumer Service: the form's ``RelayState`` is the login's ``state``."""
+    try:
+        form = await posted_form(request)
+    except BrokerError as error:
+        return _refusal(error)
+    return await _callback(request, connection_id, state=form.get("RelayState") or "", protocol=IdPProtocol.SAML.value)
+
+
+@router.get("/login/saml/{connection_id}/metadata")
+async def saml_metadata(request: Request, connection_id: str) -> Response:
+    """Entente's SP metadata for a SAML connection: what the partner imports at its IdP."""
+    try:
+        connection = await run_in_threadpool(_load_connection, _engine(request), connection_id)
+    except BrokerError as error:
+        return _refusal(error)
+    if connection.protocol != IdPProtocol.SAML:
+        return _refusal(NotFound(f"no SAML IdP connection '{connection_id}'"))
+    settings = _settings(request)
+    xml = sp_metadata(entity_id=saml_entity_id(settings, connection.id), acs_url=callback_url(settings, connection.id))
+    return Response(xml, media_type="application/samlmetadata+xml", headers={"Cache-Control": "no-cache"})
+
+
+async def _callback(
+    request: Request, connection_id: str, *, state: str, protocol: str = IdPProtocol.OIDC.value
+) -> Response:
+    """Complete the login of ``state`` at a connection of ``protocol`` (OIDC answers by GET, SAML by POST)."""
     settings, engine = _settings(request), _engine(request)
     try:
         connection = await run_in_threadpool(_load_connection, engine, connection_id)
     except BrokerError as error:
         return _refusal(error)
+    if connection.protocol != protocol:
+        method = "POST" if connection.protocol == IdPProtocol.SAML else "GET"
+        return _refusal(
+            FederationError(f"the identity provider of '{connection.id}' answers with an HTTP {method}, not this one")
+        )
     identity: FederatedIdentity | None = None
     try:
-        transaction = open_transaction(request, settings, connection_id=connection.id)
+        transaction = open_transaction(request, settings, connection_id=connection.id, state=state)
         adapter = adapter_cache(request.app.state).get(connection, settings)
         identity = await adapter.complete(request, state=transaction.state, nonce=transaction.secret)
         login = await run_in_threadpool(
@@ -287,7 +330,7 @@ async def login_callback(request: Request, connection_id: str) -> Response:
     except BrokerError as error:
         await run_in_threadpool(_audit_failure, engine, connection, error, identity)
         response = _refusal(error)
-        clear_cookie(response, settings, request.query_params.get("state") or "")
+        clear_cookie(response, settings, state)
         return response
     response = RedirectResponse(transaction.next_path, status_code=303, headers=PAGE_HEADERS)
     response.set_cookie(

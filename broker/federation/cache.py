@@ -9,6 +9,7 @@ Each process has its own cache (in ``app.state``): nothing in it is shared state
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -20,10 +21,11 @@ from pydantic import SecretStr
 from broker.federation.base import FederationError, IdPAdapter
 from broker.federation.models import IdPConnection, IdPProtocol
 from broker.federation.oidc import OIDCAdapter, OIDCConfig
+from broker.federation.saml_metadata import parse_idp_metadata
 from broker.settings import Settings
 from broker.workspaces.sealing import open_sealed
 
-__all__ = ["REGISTRY", "AdapterCache", "adapter_cache", "callback_url"]
+__all__ = ["REGISTRY", "AdapterCache", "adapter_cache", "callback_url", "saml_entity_id"]
 
 AdapterFactory = Callable[[IdPConnection, Settings, httpx.AsyncBaseTransport | None], IdPAdapter]
 
@@ -31,6 +33,11 @@ AdapterFactory = Callable[[IdPConnection, Settings, httpx.AsyncBaseTransport | N
 def callback_url(settings: Settings, connection_id: str) -> str:
     """The redirect URI a partner registers at its IdP for this connection."""
     return f"{settings.public_base_url.rstrip('/')}/login/callback/{quote(connection_id, safe='')}"
+
+
+def saml_entity_id(settings: Settings, connection_id: str) -> str:
+    """Entente's SAML SP entity ID for this connection: the URL of its SP metadata (one per connection)."""
+    return f"{settings.public_base_url.rstrip('/')}/login/saml/{quote(connection_id, safe='')}/metadata"
 
 
 def _open_oidc(connection: IdPConnection, settings: Settings, transport: httpx.AsyncBaseTransport | None) -> IdPAdapter:
@@ -52,10 +59,38 @@ def _open_oidc(connection: IdPConnection, settings: Settings, transport: httpx.A
     return OIDCAdapter(config, transport=transport)
 
 
+def _open_saml(connection: IdPConnection, settings: Settings, transport: httpx.AsyncBaseTransport | None) -> IdPAdapter:
+    """Fails closed: metadata without a usable signing certificate, or an entityID that is not the
+    connection's, builds no adapter (``InvalidMetadata``)."""
+    from broker.federation.saml import SAMLAdapter, SAMLConfig  # pysaml2 takes half a second to import
+
+    if not connection.saml_metadata or not connection.issuer:
+        raise FederationError(f"IdP connection '{connection.id}' is incomplete (SAML metadata and entity ID)")
+    metadata = parse_idp_metadata(connection.saml_metadata)
+    if metadata.entity_id != connection.issuer:
+        raise FederationError(f"IdP connection '{connection.id}': its metadata names another entity ID")
+    xmlsec = settings.saml_xmlsec_binary or shutil.which("xmlsec1")
+    if xmlsec is None:
+        raise FederationError("SAML sign-in is unavailable: xmlsec1 is not installed on this Entente server")
+    config = SAMLConfig(
+        connection_id=connection.id,
+        tenant_id=connection.partner_id,
+        metadata=metadata,
+        sp_entity_id=saml_entity_id(settings, connection.id),
+        acs_url=callback_url(settings, connection.id),
+        email_verified=connection.saml_email_verified,
+        xmlsec_binary=xmlsec,
+        leeway=settings.federation_clock_skew_seconds,
+        max_age=settings.login_transaction_seconds,
+    )
+    return SAMLAdapter(config)
+
+
 REGISTRY: dict[str, AdapterFactory] = {
     IdPProtocol.OIDC.value: _open_oidc,
+    IdPProtocol.SAML.value: _open_saml,
 }
-"""Protocol -> adapter factory; one line per protocol (the SAML adapter adds ``"saml"``)."""
+"""Protocol -> adapter factory; one line per protocol."""
 
 
 class AdapterCache:
@@ -65,6 +100,7 @@ class AdapterCache:
         """``transport`` is given to every adapter built here (tests: an in-process or tampering transport)."""
         self._transport = transport
         self._adapters: dict[str, tuple[int, IdPAdapter]] = {}
+        self._retired: list[IdPAdapter] = []
         self._lock = threading.Lock()
 
     def get(self, connection: IdPConnection, settings: Settings) -> IdPAdapter:
@@ -78,8 +114,21 @@ class AdapterCache:
             raise FederationError(f"{connection.protocol.upper()} connections are not supported by this Entente yet")
         adapter = factory(connection, settings, self._transport)
         with self._lock:
+            replaced = self._adapters.get(connection.id)
             self._adapters[connection.id] = (connection.version, adapter)
+            if replaced is not None and replaced[1] is not adapter:
+                self._retired.append(replaced[1])  # may be mid-login: closed at shutdown, not now
         return adapter
+
+    async def aclose(self) -> None:
+        """Close every adapter's pooled HTTP client (the app's shutdown)."""
+        with self._lock:
+            adapters = [adapter for _, adapter in self._adapters.values()] + self._retired
+            self._adapters, self._retired = {}, []
+        for adapter in adapters:
+            close = getattr(adapter, "aclose", None)
+            if close is not None:
+                await close()
 
 
 def adapter_cache(state: Any) -> AdapterCache:

@@ -31,7 +31,7 @@ class BindingKey(StrEnum):
 
 
 class IdPConnection(SQLModel, table=True):
-    """A partner's OIDC (or, later, SAML) IdP. Secrets are sealed at rest (broker.workspaces.sealing).
+    """A partner's OIDC or SAML 2.0 IdP. Secrets are sealed at rest (broker.workspaces.sealing).
 
     The id is ``<partner slug>.<name>``: readable and known before the row exists, because the
     redirect URI the partner registers at its IdP contains it (``/login/callback/<id>``).
@@ -62,6 +62,9 @@ class IdPConnection(SQLModel, table=True):
     """The upstream claim compared with ``userName`` when ``binding_key`` is ``userName``."""
     jit: bool = Field(default=False)
     """Create a person at first login when none binds (only when the partner allows it)."""
+    saml_email_verified: bool = Field(default=False)
+    """SAML only: the operator vouches that this IdP asserts only addresses it verified (SAML has no
+    ``email_verified``), so its email addresses may bind people (``--bind email``) and create them (JIT)."""
     version: int = Field(default=1)
     """Configuration version: adapters are cached by ``(id, version)``; every change bumps it."""
     created_at: dt.datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))

@@ -17,6 +17,7 @@ exceptions, so the login edge renders each as a clear page.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import hashlib
@@ -130,13 +131,32 @@ class OIDCAdapter:
         self._metadata: ProviderMetadata | None = None
         self._metadata_at = 0.0
         self._keys: KeyCache | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
 
     def _http(self) -> httpx.AsyncClient:
-        """A client per operation: the app may run each request on its own event loop (tests), and a
-        pooled connection must not outlive its loop; the TLS context is shared, so this is cheap."""
-        if self._transport is not None:
-            return httpx.AsyncClient(transport=self._transport, timeout=self.config.timeout)
-        return httpx.AsyncClient(verify=_tls(), timeout=self.config.timeout)
+        """The adapter's one client, so logins reuse its pooled keep-alive connections to the IdP.
+
+        A pooled connection must not outlive its event loop (the app may run each request on its
+        own loop, as the test client does): a client made on another loop is dropped, unawaited,
+        and a new one made on this loop. ``aclose`` closes the current one at shutdown.
+        """
+        loop = asyncio.get_running_loop()
+        client = self._client
+        if client is None or client.is_closed or self._client_loop is not loop:
+            if self._transport is not None:
+                client = httpx.AsyncClient(transport=self._transport, timeout=self.config.timeout)
+            else:
+                client = httpx.AsyncClient(verify=_tls(), timeout=self.config.timeout)
+            self._client, self._client_loop = client, loop
+        return client
+
+    async def aclose(self) -> None:
+        """Close the shared client (app shutdown, or this adapter superseded), if it belongs to this loop."""
+        client, loop = self._client, self._client_loop
+        self._client = self._client_loop = None
+        if client is not None and not client.is_closed and loop is asyncio.get_running_loop():
+            await client.aclose()
 
     async def metadata(self, http: httpx.AsyncClient) -> ProviderMetadata:
         """The IdP's validated discovery document, refetched after ``metadata_ttl``."""
@@ -159,8 +179,7 @@ class OIDCAdapter:
         ``nonce`` is the login's secret (see the module docstring); a ``login_hint`` query parameter
         of ``request`` is passed on to the IdP.
         """
-        async with self._http() as http:
-            metadata = await self.metadata(http)
+        metadata = await self.metadata(self._http())
         hint = request.query_params.get("login_hint")
         url = prepare_grant_uri(
             metadata.authorization_endpoint,
@@ -253,29 +272,29 @@ class OIDCAdapter:
 
     async def complete(self, request: Request, *, state: str, nonce: str) -> FederatedIdentity:
         """Check the authorization response, redeem the code, validate the ID token (§3.1.3.7)."""
-        async with self._http() as http:
-            metadata = await self.metadata(http)
-            code = self._check_response(request, metadata, state)
-            tokens = await self._redeem(http, metadata, code, nonce)
-            access_token = tokens.get("access_token") if isinstance(tokens.get("access_token"), str) else None
-            algorithms = metadata.id_token_algorithms & ALLOWED_ALGORITHMS
-            check = IdTokenCheck(
-                issuer=metadata.issuer,
-                client_id=self.config.client_id,
-                nonce=derive_nonce(nonce),
-                algorithms=algorithms,
-                now=int(self._clock()),
-                leeway=self.config.leeway,
-                max_age=self.config.max_age,
-                access_token=access_token,
-            )
-            assert self._keys is not None  # set with the metadata
-            claims = await validate_id_token(tokens["id_token"], check=check, keys=self._keys, http=http)
-            if "email" not in claims and access_token is not None:
-                extra = await self._userinfo(http, metadata, access_token, claims["sub"])
-                if isinstance(extra.get("email"), str):
-                    claims = {**claims, "email": extra["email"], "email_verified": extra.get("email_verified")}
-                claims = {**extra, **claims}
+        http = self._http()
+        metadata = await self.metadata(http)
+        code = self._check_response(request, metadata, state)
+        tokens = await self._redeem(http, metadata, code, nonce)
+        access_token = tokens.get("access_token") if isinstance(tokens.get("access_token"), str) else None
+        algorithms = metadata.id_token_algorithms & ALLOWED_ALGORITHMS
+        check = IdTokenCheck(
+            issuer=metadata.issuer,
+            client_id=self.config.client_id,
+            nonce=derive_nonce(nonce),
+            algorithms=algorithms,
+            now=int(self._clock()),
+            leeway=self.config.leeway,
+            max_age=self.config.max_age,
+            access_token=access_token,
+        )
+        assert self._keys is not None  # set with the metadata
+        claims = await validate_id_token(tokens["id_token"], check=check, keys=self._keys, http=http)
+        if "email" not in claims and access_token is not None:
+            extra = await self._userinfo(http, metadata, access_token, claims["sub"])
+            if isinstance(extra.get("email"), str):
+                claims = {**claims, "email": extra["email"], "email_verified": extra.get("email_verified")}
+            claims = {**extra, **claims}
         return self._identity(claims)
 
     def _identity(self, claims: dict[str, Any]) -> FederatedIdentity:

@@ -5,6 +5,8 @@ Keyword-only, with the session explicit; writes are audited in the same transact
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ from sqlmodel import Session, col, select
 from broker.audit.log import Actor, append_audit
 from broker.errors import BadRequest, Conflict, InvalidValue, NotFound
 from broker.federation.models import BindingKey, IdPConnection, IdPProtocol
+from broker.federation.saml_metadata import parse_idp_metadata
 from broker.settings import Settings
 from broker.tenants.models import Partner, PartnerDomain
 from broker.tenants.service import get_partner, normalize_domain
@@ -23,6 +26,7 @@ from broker.workspaces.sealing import seal
 __all__ = [
     "ConnectionRow",
     "add_oidc_connection",
+    "add_saml_connection",
     "check_issuer",
     "first_connection",
     "get_connection",
@@ -113,6 +117,71 @@ def add_oidc_connection(
             "binding_key": connection.binding_key,
             "username_claim": username_claim,
             "jit": jit,
+        },
+    )
+    session.commit()
+    return connection
+
+
+def add_saml_connection(
+    *,
+    session: Session,
+    partner_slug: str,
+    metadata_xml: str,
+    actor: Actor,
+    name: str = "saml",
+    binding_key: BindingKey = BindingKey.EXTERNAL_ID,
+    username_claim: str = "mail",
+    jit: bool = False,
+    email_verified: bool = False,
+) -> IdPConnection:
+    """Add a SAML 2.0 IdP for a partner from its metadata (checked: ``InvalidMetadata`` fails closed).
+
+    The metadata XML is stored as given and its entityID becomes the connection's issuer; its signing
+    certificates are the only keys any assertion of this connection is ever verified with.
+    ``email_verified``: the operator vouches that the IdP asserts only verified addresses.
+    """
+    partner = get_partner(session=session, slug=partner_slug)
+    if not _NAME_RE.match(name):
+        raise BadRequest(f"connection name '{name}' must be 1-64 lower-case letters, digits or inner hyphens")
+    if not _CLAIM_RE.match(username_claim):
+        raise BadRequest(f"'{username_claim}' is not an attribute name of at most 64 characters")
+    metadata = parse_idp_metadata(metadata_xml)
+    connection_id = f"{partner.slug}.{name}"
+    if session.get(IdPConnection, connection_id) is not None:
+        raise Conflict(f"partner '{partner.slug}' already has an IdP connection named '{name}'")
+    connection = IdPConnection(
+        id=connection_id,
+        partner_id=partner.id,
+        protocol=IdPProtocol.SAML.value,
+        name=name,
+        issuer=metadata.entity_id,
+        saml_metadata=metadata.xml,
+        binding_key=binding_key.value,
+        username_claim=username_claim,
+        jit=jit,
+        saml_email_verified=email_verified,
+    )
+    session.add(connection)
+    append_audit(
+        session,
+        actor=actor,
+        action="idp.connection.added",
+        partner_id=partner.id,
+        resource_type="IdPConnection",
+        resource_id=connection_id[:64],
+        after={
+            "id": connection_id,
+            "protocol": connection.protocol,
+            "issuer": connection.issuer,
+            "sso_url": metadata.sso_url,
+            "certificates_sha256": [
+                hashlib.sha256(base64.b64decode(certificate)).hexdigest() for certificate in metadata.certificates
+            ],
+            "binding_key": connection.binding_key,
+            "username_claim": connection.username_claim,
+            "jit": jit,
+            "email_verified": email_verified,
         },
     )
     session.commit()

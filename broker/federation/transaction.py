@@ -92,8 +92,16 @@ class LoginTransaction:
             started_at=time.time(),
         )
 
-    def set_cookie(self, response: Response, settings: Settings) -> None:
-        """Attach the sealed transaction to the response that sends the browser to the IdP."""
+    def set_cookie(self, response: Response, settings: Settings, *, cross_site_post: bool = False) -> None:
+        """Attach the sealed transaction to the response that sends the browser to the IdP.
+
+        ``cross_site_post``: the IdP answers with a cross-site POST (SAML HTTP-POST binding), with which
+        browsers do not send ``SameSite=Lax`` cookies; the cookie is then ``SameSite=None``, which browsers
+        accept only with ``Secure``, so only when Entente is served over https (over plain http, on a
+        loopback address for development, it stays Lax and works while the IdP is on the same site).
+        Still safe: a cross-site POST needs the ``state`` naming the cookie and an IdP-signed answer to the
+        AuthnRequest ID derived from the sealed secret.
+        """
         sealed = seal(
             settings,
             {
@@ -111,7 +119,7 @@ class LoginTransaction:
             path=CALLBACK_PATH,
             secure=secure_cookies(settings),
             httponly=True,
-            samesite="lax",
+            samesite="none" if cross_site_post and secure_cookies(settings) else "lax",
         )
 
     def clear_cookie(self, response: Response, settings: Settings) -> None:
@@ -125,10 +133,14 @@ def clear_cookie(response: Response, settings: Settings, state: str) -> None:
     )
 
 
-def open_transaction(request: Request, settings: Settings, *, connection_id: str) -> LoginTransaction:
+def open_transaction(
+    request: Request, settings: Settings, *, connection_id: str, state: str | None = None
+) -> LoginTransaction:
     """The login this callback answers, or ``ReplayDetected``: no cookie for its ``state`` (used, expired,
-    started in another browser, or forged), a cookie that does not open, or one of another connection."""
-    state = request.query_params.get("state") or ""
+    started in another browser, or forged), a cookie that does not open, or one of another connection.
+
+    ``state`` is the query's ``state`` unless given (SAML: the posted ``RelayState``)."""
+    state = (request.query_params.get("state") or "") if state is None else state
     sealed = request.cookies.get(_cookie_name(state)) if state else None
     if not sealed:
         raise ReplayDetected(

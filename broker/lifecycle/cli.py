@@ -20,6 +20,7 @@ from broker.lifecycle.scheduler import start_scheduler
 from broker.lifecycle.worker import DeliveryWorker
 from broker.provider.logout import LogoutSender
 from broker.settings import Settings
+from broker.signals.push import SignalSender
 from broker.workspaces.models import Workspace
 from broker.workspaces.service import get_workspace
 
@@ -88,7 +89,11 @@ def outbox_retry(
             fail(error)
         count = retry_dead_tasks(session, task_ids=task_ids or None, workspace_id=workspace_id)
         append_audit(
-            session, actor=actor(), action="outbox.retried", partner_id=None, resource_type="Task",
+            session,
+            actor=actor(),
+            action="outbox.retried",
+            partner_id=None,
+            resource_type="Task",
             detail={"task_ids": task_ids, "workspace": workspace, "count": count},
         )
         session.commit()
@@ -112,6 +117,7 @@ def worker() -> None:
             await asyncio.gather(
                 DeliveryWorker(engine=engine, settings=settings).run(stop),
                 LogoutSender(engine=engine, settings=settings).run(stop),
+                SignalSender(engine=engine, settings=settings).run(stop),
             )
         finally:
             scheduler.shutdown(wait=False)

@@ -10,6 +10,7 @@ transactional outbox), so an accepted change is either wholly turned into tasks 
     mover    -> grants gained/lost/role  -> ``update``, or ``revoke_sessions`` + suspend/deprovision
     leaver   -> every grant lost         -> ``revoke_sessions`` + suspend/deprovision everywhere
     rejoiner -> grants appear again      -> ``update`` (reactivates a suspended account)
+    killed   -> as a leaver, while a kill-switch suspension covers them (broker.lifecycle.killswitch)
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ from sqlalchemy import delete, false, func, insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from broker.audit.log import Actor, append_audit, canonical_json
+from broker.audit.log import Actor, AuditItem, append_audits, canonical_json
 from broker.lifecycle.events import LifecycleEvent
 from broker.lifecycle.facts import Person, load_people, transitive_user_members
 from broker.lifecycle.grants import AccessGrant, EngineCursor
 from broker.lifecycle.outbox import NewTask, TaskAction, enqueue
+from broker.lifecycle.suspensions import suspended_subjects
 from broker.policy.evaluate import evaluate
 from broker.policy.facts import Grant
 from broker.policy.model import PolicySet
@@ -122,6 +124,7 @@ def reconcile_subjects(
     by_slug = {w.slug: w for w in workspaces}
     by_id = {w.id: w for w in workspaces}
     people = load_people(session, partner_id=partner_id, subject_ids=causes)
+    suspended = suspended_subjects(session, partner_id=partner_id, subject_ids=causes)  # kill switch: no grants
     current: dict[str, dict[str, AccessGrant]] = defaultdict(dict)
     for grant_row in session.exec(
         select(AccessGrant).where(AccessGrant.partner_id == partner_id, col(AccessGrant.subject_id).in_(list(causes)))
@@ -129,10 +132,11 @@ def reconcile_subjects(
         current[grant_row.subject_id][grant_row.workspace_id] = grant_row
     changes: list[AccessChange] = []
     tasks: list[NewTask] = []
+    lost_grant_ids: list[int | None] = []
     for subject_id, (cause, accepted_at) in causes.items():
         person = people.get(subject_id)
         granted: dict[str, Grant] = {}
-        if person is not None and person.facts.active:
+        if person is not None and person.facts.active and subject_id not in suspended:
             granted = {g.workspace: g for g in evaluate(policies, person.facts, now).grants if g.workspace in by_slug}
         held = dict(current.get(subject_id, {}))
         user_name = person.facts.user_name if person else None
@@ -176,7 +180,7 @@ def reconcile_subjects(
             lost = by_id.get(workspace_id)
             if lost is None:
                 continue
-            session.execute(delete(_GRANTS).where(_GRANTS.c.id == row.id))
+            lost_grant_ids.append(row.id)
             for action in revocation_actions(lost):
                 task(lost, action)
             changes.append(
@@ -184,26 +188,34 @@ def reconcile_subjects(
                     partner_id, subject_id, user_name, lost.slug, "lose", row.role, None, row.rule_id, row.until
                 )
             )
-    for change in changes:
-        append_audit(
-            session,
-            actor=_ENGINE,
-            action=f"access.{change.change}",
-            partner_id=partner_id,
-            resource_type="Grant",
-            resource_id=change.subject_id,
-            detail={
-                "workspace": change.workspace,
-                "role": change.role_after,
-                "role_before": change.role_before,
-                "rule_id": change.rule_id,
-                "until": change.until.isoformat() if change.until else None,
-                "cause": causes[change.subject_id][0],
-            },
-        )
+    if lost_grant_ids:
+        session.execute(delete(_GRANTS).where(_GRANTS.c.id.in_(lost_grant_ids)))
+    append_audits(
+        session,
+        actor=_ENGINE,
+        items=[
+            AuditItem(
+                action=f"access.{change.change}",
+                partner_id=partner_id,
+                resource_type="Grant",
+                resource_id=change.subject_id,
+                detail={
+                    "workspace": change.workspace,
+                    "role": change.role_after,
+                    "role_before": change.role_before,
+                    "rule_id": change.rule_id,
+                    "until": change.until.isoformat() if change.until else None,
+                    "cause": causes[change.subject_id][0],
+                },
+            )
+            for change in changes
+        ],
+    )
     enqueue(session, tasks)
     gone = [s for s in causes if s not in people or not people[s].facts.active]
     revoke_people(session, partner_id=partner_id, subject_ids=gone, reason="left")  # sessions die with access
+    killed = suspended.difference(gone)
+    revoke_people(session, partner_id=partner_id, subject_ids=killed, reason="kill_switch")
     return changes
 
 
@@ -217,7 +229,7 @@ def _lock_cursor(session: Session) -> EngineCursor | None:
         query = query.with_for_update(skip_locked=True)
     cursor = session.exec(query).first()
     if cursor is None:
-        exists = session.exec(select(func.count()).select_from(EngineCursor)).one()
+        exists = session.exec(select(func.count()).select_from(EngineCursor).where(EngineCursor.name == _CURSOR)).one()
         if exists:
             return None  # the row exists but is locked by another engine
         cursor = EngineCursor(name=_CURSOR, last_event_id=0)

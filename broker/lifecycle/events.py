@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, Index, false, insert, text
 from sqlmodel import Field, Session, SQLModel
 
-from broker.lifecycle.wakeup import MARK
+from broker.lifecycle import wakeup
 from broker.types import UTCDateTime, utcnow
 
 __all__ = ["EventKind", "LifecycleEvent", "NewEvent", "record_event", "record_events"]
@@ -88,7 +88,7 @@ def record_events(session: Session, events: Sequence[NewEvent]) -> None:
     many in one executemany (a Bulk import's joiners), in the order given."""
     if not events:
         return
-    session.info[MARK] = True  # the commit wakes this process's delivery worker (broker.lifecycle.wakeup)
+    wakeup.mark(session)  # the commit wakes this process's delivery worker
     rows = [
         {
             "partner_id": event.partner_id,

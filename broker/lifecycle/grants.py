@@ -64,7 +64,11 @@ class WorkspaceAccount(SQLModel, table=True):
 
 
 class EngineCursor(SQLModel, table=True):
-    """The engine's mutex (locked per run) and the highest event id it has consumed (informational)."""
+    """A named cursor, its row the mutex of whoever advances it (locked per run).
+
+    ``lifecycle``: the engine, ``last_event_id`` the highest event id it consumed (informational).
+    ``siem-<sink>``: a SIEM sink (broker.audit.siem), ``last_event_id`` the audit leaves it has shipped.
+    """
 
     __tablename__ = "engine_cursor"
 

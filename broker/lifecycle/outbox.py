@@ -3,9 +3,10 @@
 A task is claimed by one worker at a time (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, ``BEGIN
 IMMEDIATE`` on SQLite) under a lease, so a worker killed mid-delivery loses nothing: the lease runs
 out and another claim picks the task up again (connectors are idempotent, so a repeat is harmless).
-Tasks for one (workspace, person) are delivered in id order: a task is claimable only when no
-earlier task for the same pair is still pending or running. Dead tasks do not block later ones, so a
-leaver's revocation never waits behind an update the workspace refused.
+Tasks for one (workspace, person) are delivered in id order: the due tasks of a pair are claimed
+together as one chain and delivered one after another, and nothing of a pair is claimable while an
+earlier task of it runs or waits for a retry. Dead tasks do not block later ones, so a leaver's
+revocation never waits behind an update the workspace refused.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy import JSON, Column, Index, and_, case, delete, exists, func, insert, or_, select, update
 from sqlmodel import Field, Session, SQLModel, col
 
 from broker.types import UTCDateTime, utcnow
@@ -29,8 +30,11 @@ __all__ = [
     "TaskState",
     "claim_tasks",
     "complete_task",
+    "complete_tasks",
     "enqueue",
+    "held_claims",
     "queue_stats",
+    "release_task",
     "reschedule_task",
     "retry_dead_tasks",
 ]
@@ -151,25 +155,36 @@ def enqueue(session: Session, tasks: Sequence[NewTask]) -> None:
 def claim_tasks(
     session: Session, *, limit: int, lease: dt.timedelta, exclude_workspaces: Sequence[str] = ()
 ) -> list[DeliveryTask]:
-    """Claim up to ``limit`` due tasks (oldest first), one per (workspace, person) pair, and commit the claim."""
+    """Claim up to ``limit`` due tasks (oldest first) and commit the claim.
+
+    A (workspace, person) pair's due tasks are claimed together, as one chain in id order that the
+    worker delivers one after another (a leaver's session revocation and removal in one round). A
+    task is held back while an earlier task of its pair is running under a live lease, waits for a
+    retry, or is outside this claim (locked by a concurrent claim or cut off by ``limit``), so no two
+    workers ever deliver tasks of one pair at once and a pair's tasks never overtake each other.
+    """
     now = utcnow()
     t, earlier = _TASKS, _TASKS.alias("earlier")
     due = or_(
         and_(t.c.state == TaskState.PENDING.value, t.c.not_before <= now),
         and_(t.c.state == TaskState.RUNNING.value, t.c.lease_until < now),
     )
-    blocked = exists().where(
+    waiting = exists().where(
         earlier.c.workspace_id == t.c.workspace_id,
         earlier.c.subject_id == t.c.subject_id,
         earlier.c.id < t.c.id,
-        earlier.c.state.in_([TaskState.PENDING.value, TaskState.RUNNING.value]),
+        or_(
+            and_(earlier.c.state == TaskState.RUNNING.value, earlier.c.lease_until >= now),
+            and_(earlier.c.state == TaskState.PENDING.value, earlier.c.not_before > now),
+        ),
     )
-    query = select(t.c.id).where(due, ~blocked).order_by(t.c.id).limit(limit)
+    query = select(t.c.id, t.c.workspace_id, t.c.subject_id).where(due, ~waiting).order_by(t.c.id).limit(limit)
     if exclude_workspaces:
         query = query.where(t.c.workspace_id.not_in(list(exclude_workspaces)))
     if session.get_bind().dialect.name != "sqlite":
         query = query.with_for_update(skip_locked=True, of=t)
-    ids = [row[0] for row in session.execute(query)]
+    candidates = session.execute(query).all()
+    ids = _whole_chains(session, candidates)
     if not ids:
         session.rollback()
         return []
@@ -191,6 +206,30 @@ def claim_tasks(
     return tasks
 
 
+def _whole_chains(session: Session, candidates: Sequence[Any]) -> list[int]:
+    """The candidate ids not preceded by a live task of their pair that this claim does not hold.
+
+    On PostgreSQL a concurrent claim may hold (lock) an earlier task of a pair whose later task we
+    selected; that earlier task still reads as pending here, so the later one is left for a later round.
+    """
+    if not candidates:
+        return []
+    mine = {row.id for row in candidates}
+    first_foreign: dict[tuple[str, str], int] = {}
+    others = session.execute(
+        select(_TASKS.c.id, _TASKS.c.workspace_id, _TASKS.c.subject_id).where(
+            _TASKS.c.subject_id.in_({row.subject_id for row in candidates}),
+            _TASKS.c.state.in_([TaskState.PENDING.value, TaskState.RUNNING.value]),
+            _TASKS.c.id < max(mine),
+        )
+    )
+    for row in others:
+        if row.id not in mine:
+            pair = (row.workspace_id, row.subject_id)
+            first_foreign[pair] = min(row.id, first_foreign.get(pair, row.id))
+    return [row.id for row in candidates if row.id < first_foreign.get((row.workspace_id, row.subject_id), row.id + 1)]
+
+
 def _still_ours(task: DeliveryTask) -> Any:
     """The claim fence: the row is still running under the claim this worker made (same attempt count).
 
@@ -200,27 +239,59 @@ def _still_ours(task: DeliveryTask) -> Any:
     return and_(_TASKS.c.id == task.id, _TASKS.c.state == TaskState.RUNNING.value, _TASKS.c.attempts == task.attempts)
 
 
-def complete_task(session: Session, task: DeliveryTask, *, outcome: str, remote_id: str | None) -> bool:
-    """Replace the task by its receipt, in the caller's transaction; ``False`` if the claim was lost."""
-    if not session.execute(delete(_TASKS).where(_still_ours(task))).rowcount:  # type: ignore[attr-defined]
-        return False
+def held_claims(session: Session, tasks: Sequence[DeliveryTask]) -> set[int]:
+    """The ids of ``tasks`` still running under the claims given (locked until the caller's commit).
+
+    A task missing from the answer was claimed again by another worker after its lease ran out:
+    only that worker may record its outcome, so the task gets exactly one receipt.
+    """
+    if not tasks:
+        return set()
+    attempts = {task.id: task.attempts for task in tasks}
+    query = select(_TASKS.c.id, _TASKS.c.attempts).where(
+        _TASKS.c.id.in_(list(attempts)), _TASKS.c.state == TaskState.RUNNING.value
+    )
+    if session.get_bind().dialect.name != "sqlite":  # SQLite: the transaction holds the write lock already
+        query = query.with_for_update()
+    return {row.id for row in session.execute(query) if attempts[row.id] == row.attempts}
+
+
+def complete_tasks(session: Session, finished: Sequence[tuple[DeliveryTask, str, str | None]]) -> None:
+    """Replace each (task, outcome, remote_id) by its receipt, in the caller's transaction.
+
+    The caller holds the claims (``held_claims`` in the same transaction).
+    """
+    if not finished:
+        return
+    now = utcnow()
+    session.execute(delete(_TASKS).where(_TASKS.c.id.in_([task.id for task, _, _ in finished])))
     session.execute(
         insert(_RECEIPTS),
-        {
-            "task_id": task.id,
-            "workspace_id": task.workspace_id,
-            "partner_id": task.partner_id,
-            "subject_id": task.subject_id,
-            "action": task.action,
-            "outcome": outcome,
-            "remote_id": remote_id,
-            "attempts": task.attempts,
-            "cause": task.cause,
-            "accepted_at": task.accepted_at,
-            "first_attempt_at": task.first_attempt_at or utcnow(),
-            "done_at": utcnow(),
-        },
+        [
+            {
+                "task_id": task.id,
+                "workspace_id": task.workspace_id,
+                "partner_id": task.partner_id,
+                "subject_id": task.subject_id,
+                "action": task.action,
+                "outcome": outcome,
+                "remote_id": remote_id,
+                "attempts": task.attempts,
+                "cause": task.cause,
+                "accepted_at": task.accepted_at,
+                "first_attempt_at": task.first_attempt_at or now,
+                "done_at": now,
+            }
+            for task, outcome, remote_id in finished
+        ],
     )
+
+
+def complete_task(session: Session, task: DeliveryTask, *, outcome: str, remote_id: str | None) -> bool:
+    """Replace one task by its receipt, in the caller's transaction; ``False`` if the claim was lost."""
+    if task.id not in held_claims(session, [task]):
+        return False
+    complete_tasks(session, [(task, outcome, remote_id)])
     return True
 
 
@@ -232,6 +303,17 @@ def reschedule_task(session: Session, task: DeliveryTask, *, delay: float | None
     else:
         values["state"] = TaskState.PENDING.value
         values["not_before"] = utcnow() + dt.timedelta(seconds=delay)
+    return bool(session.execute(update(_TASKS).where(_still_ours(task)).values(**values)).rowcount)  # type: ignore[attr-defined]
+
+
+def release_task(session: Session, task: DeliveryTask) -> bool:
+    """Hand back a claimed task that was not attempted (an earlier task of its chain must be retried first)."""
+    values: dict[str, Any] = {
+        "state": TaskState.PENDING.value,
+        "lease_until": None,
+        "attempts": _TASKS.c.attempts - 1,
+        "first_attempt_at": case((_TASKS.c.attempts == 1, None), else_=_TASKS.c.first_attempt_at),
+    }
     return bool(session.execute(update(_TASKS).where(_still_ours(task)).values(**values)).rowcount)  # type: ignore[attr-defined]
 
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
+from collections.abc import Callable
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import Engine
 from sqlmodel import Session
 
 from broker.audit.checkpoints import run_checkpointer
+from broker.audit.siem import SiemShipper
 from broker.lifecycle import wakeup
 from broker.lifecycle.engine import expire_grants
 from broker.settings import Settings
@@ -30,12 +33,21 @@ def end_expired_grants(engine: Engine) -> int:
     return len(changes)
 
 
+async def _in_thread(function: Callable[..., object], *args: object) -> None:
+    """Run a job's blocking work in a thread; at shutdown, leave it to finish instead of logging a traceback.
+
+    The thread cannot be cancelled anyway, and APScheduler logs a cancelled job as a failure.
+    """
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.to_thread(function, *args)
+
+
 def start_scheduler(engine: Engine, settings: Settings) -> AsyncIOScheduler:
     """Start the jobs on the running event loop; the caller shuts the scheduler down."""
     scheduler = AsyncIOScheduler(timezone="UTC")
 
     async def job() -> None:
-        await asyncio.to_thread(end_expired_grants, engine)
+        await _in_thread(end_expired_grants, engine)
 
     scheduler.add_job(
         job,
@@ -48,7 +60,7 @@ def start_scheduler(engine: Engine, settings: Settings) -> AsyncIOScheduler:
     )
 
     async def audit_job() -> None:
-        await asyncio.to_thread(run_checkpointer, engine, settings)
+        await _in_thread(run_checkpointer, engine, settings)
 
     scheduler.add_job(  # sequence audit records and sign checkpoints (broker/audit/checkpoints.py)
         audit_job,
@@ -58,5 +70,13 @@ def start_scheduler(engine: Engine, settings: Settings) -> AsyncIOScheduler:
         max_instances=1,
         coalesce=True,
     )
+
+    siem = SiemShipper(engine, settings)
+    if siem.sinks:  # stream sequenced audit records to the SIEM(s) (broker/audit/siem.py)
+
+        async def siem_job() -> None:
+            await _in_thread(siem.run_once)
+
+        scheduler.add_job(siem_job, "interval", seconds=1.0, id="audit-siem", max_instances=1, coalesce=True)
     scheduler.start()
     return scheduler

@@ -22,7 +22,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,12 +30,21 @@ import httpx
 from sqlalchemy import Engine, insert, update
 from sqlmodel import Session, col, select
 
-from broker.audit.log import Actor, append_audit
+from broker.audit.log import Actor, AuditItem, append_audits
 from broker.lifecycle import wakeup
 from broker.lifecycle.engine import process_events
 from broker.lifecycle.grants import AccountState, WorkspaceAccount
 from broker.lifecycle.loop import BackgroundLoop
-from broker.lifecycle.outbox import DeliveryTask, TaskAction, claim_tasks, complete_task, reschedule_task
+from broker.lifecycle.outbox import (
+    DeliveryTask,
+    TaskAction,
+    claim_tasks,
+    complete_tasks,
+    held_claims,
+    release_task,
+    reschedule_task,
+)
+from broker.observability.metrics import observe_receipts
 from broker.settings import Settings
 from broker.types import utcnow
 from broker.workspaces.models import Workspace, WorkspaceStatus
@@ -94,6 +103,36 @@ class _Failed:
     credentials: bool = False
 
 
+@dataclass(frozen=True)
+class _Released:
+    """Not attempted: an earlier task of its chain failed and will be retried first."""
+
+
+_Outcome = _Done | _Failed | _Released
+_RELEASED = _Released()
+
+
+def _audit_item(task: DeliveryTask, result: _Done | _Failed, workspaces: Mapping[str, Workspace]) -> AuditItem:
+    """The audit record of one delivery attempt: which process, which workspace, what came of it."""
+    return AuditItem(
+        action=f"delivery.{result.action}" if isinstance(result, _Done) else "delivery.failed",
+        partner_id=task.partner_id,
+        resource_type="Task",
+        resource_id=str(task.id),
+        detail={
+            "workspace": workspaces[task.workspace_id].slug if task.workspace_id in workspaces else None,
+            "subject_id": task.subject_id,
+            "attempt": task.attempts,
+            "worker_pid": os.getpid(),  # which process delivered: several may share a database
+            **(
+                {"outcome": result.outcome, "remote_id": result.remote_id}
+                if isinstance(result, _Done)
+                else {"error": result.error[:300], "dead": result.delay is None}
+            ),
+        },
+    )
+
+
 class _Pacer:
     """Spaces calls to one workspace at least ``1 / rate`` seconds apart (per process)."""
 
@@ -112,11 +151,20 @@ class _Pacer:
 class DeliveryWorker(BackgroundLoop):
     """Engine + outbox consumer of one process; ``run`` until ``stop`` is set."""
 
-    def __init__(self, *, engine: Engine, settings: Settings, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        settings: Settings,
+        http: httpx.AsyncClient | None = None,
+        workspaces: Collection[str] | None = None,
+    ) -> None:
+        """``workspaces``: deliver only to these workspace ids (a worker dedicated to some); ``None``: all."""
         super().__init__(
             engine=engine, settings=settings, http=http, wake_source=(wakeup.subscribe, wakeup.unsubscribe), log=log
         )
-        self._connectors: dict[str, tuple[str, Connector]] = {}
+        self._only = frozenset(workspaces) if workspaces is not None else None
+        self._connectors: dict[str, tuple[str, Connector, httpx.AsyncClient]] = {}
         self._pacers: dict[str, _Pacer] = {}
 
     # -- database steps (run in threads) ------------------------------------------------------
@@ -133,7 +181,11 @@ class DeliveryWorker(BackgroundLoop):
     def _claim(self) -> tuple[list[DeliveryTask], dict[str, Workspace], dict[tuple[str, str], str | None]]:
         with self._session() as session:
             workspaces = {w.id: w for w in session.exec(select(Workspace)).all()}
-            paused = [w.id for w in workspaces.values() if w.status == WorkspaceStatus.PAUSED.value]
+            paused = [
+                w.id
+                for w in workspaces.values()
+                if w.status == WorkspaceStatus.PAUSED.value or (self._only is not None and w.id not in self._only)
+            ]
             tasks = claim_tasks(
                 session,
                 limit=self.settings.delivery_batch_size,
@@ -150,85 +202,97 @@ class DeliveryWorker(BackgroundLoop):
                 remote = {(w, s): r for w, s, r in rows}
         return tasks, workspaces, remote
 
-    def _record(self, results: list[tuple[DeliveryTask, _Done | _Failed]], workspaces: Mapping[str, Workspace]) -> None:
+    def _record(self, results: list[tuple[DeliveryTask, _Outcome]], workspaces: Mapping[str, Workspace]) -> None:
+        """Write every outcome of a round in one transaction: receipts, retries, accounts and audit records."""
         with self._session() as session:
+            held = held_claims(session, [task for task, _ in results])
+            done: list[tuple[DeliveryTask, _Done]] = []
+            audits: list[AuditItem] = []
             for task, result in results:
+                if task.id not in held:
+                    log.warning("task %s was claimed again after its lease ran out; not recording", task.id)
+                    continue
+                if isinstance(result, _Released):
+                    release_task(session, task)
+                    continue
                 if isinstance(result, _Done):
-                    if not complete_task(session, task, outcome=result.outcome, remote_id=result.remote_id):
-                        log.warning("task %s was claimed again after its lease ran out; not recording", task.id)
-                        continue
-                    self._remember_account(session, task, result)
+                    done.append((task, result))
                 else:
-                    if not reschedule_task(session, task, delay=result.delay, error=result.error):
-                        log.warning("task %s was claimed again after its lease ran out; not recording", task.id)
-                        continue
+                    reschedule_task(session, task, delay=result.delay, error=result.error)
                     if result.credentials:
                         session.execute(
                             update(Workspace.__table__)  # type: ignore[attr-defined]
                             .where(Workspace.__table__.c.id == task.workspace_id)  # type: ignore[attr-defined]
                             .values(status_reason=result.error[:500])
                         )
-                append_audit(
-                    session,
-                    actor=_WORKER,
-                    action=f"delivery.{task.action}" if isinstance(result, _Done) else "delivery.failed",
-                    partner_id=task.partner_id,
-                    resource_type="Task",
-                    resource_id=str(task.id),
-                    detail={
-                        "workspace": workspaces[task.workspace_id].slug if task.workspace_id in workspaces else None,
-                        "subject_id": task.subject_id,
-                        "attempt": task.attempts,
-                        "worker_pid": os.getpid(),  # which process delivered: several may share a database
-                        **(
-                            {"outcome": result.outcome, "remote_id": result.remote_id}
-                            if isinstance(result, _Done)
-                            else {"error": result.error[:300], "dead": result.delay is None}
-                        ),
-                    },
-                )
+                audits.append(_audit_item(task, result, workspaces))
+            complete_tasks(session, [(task, result.outcome, result.remote_id) for task, result in done])
+            self._remember_accounts(session, done)
+            append_audits(session, actor=_WORKER, items=audits)
             session.commit()
+        observe_receipts([(task, result) for task, result in results if task.id in held], workspaces)
 
     @staticmethod
-    def _remember_account(session: Session, task: DeliveryTask, result: _Done) -> None:
-        state = _STATE_AFTER.get(result.action)
-        existing = session.exec(
-            select(WorkspaceAccount).where(
-                WorkspaceAccount.workspace_id == task.workspace_id,
-                WorkspaceAccount.partner_id == task.partner_id,
-                WorkspaceAccount.subject_id == task.subject_id,
+    def _remember_accounts(session: Session, done: Sequence[tuple[DeliveryTask, _Done]]) -> None:
+        """Record each delivered account's remote id and state (the last task of a pair wins)."""
+        latest: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for task, result in done:
+            state = _STATE_AFTER.get(result.action)
+            key = (task.workspace_id, task.partner_id, task.subject_id)
+            values = latest.setdefault(key, {})
+            if result.remote_id is not None:
+                values["remote_id"] = result.remote_id
+            if state is not None:
+                values["state"] = state.value
+        latest = {key: values for key, values in latest.items() if values}
+        if not latest:
+            return
+        existing = {
+            (row.workspace_id, row.partner_id, row.subject_id): row.id
+            for row in session.execute(
+                select(_ACCOUNTS.c.id, _ACCOUNTS.c.workspace_id, _ACCOUNTS.c.partner_id, _ACCOUNTS.c.subject_id).where(
+                    _ACCOUNTS.c.subject_id.in_({subject for _, _, subject in latest})
+                )
             )
-        ).first()
-        values: dict[str, Any] = {"updated_at": utcnow()}
-        if result.remote_id is not None:
-            values["remote_id"] = result.remote_id
-        if state is not None:
-            values["state"] = state.value
-        if existing is None:
-            if state is None and result.remote_id is None:
-                return
-            session.execute(
-                insert(_ACCOUNTS),
-                {
-                    "workspace_id": task.workspace_id,
-                    "partner_id": task.partner_id,
-                    "subject_id": task.subject_id,
-                    "state": (state or AccountState.ACTIVE).value,
-                    **values,
-                },
-            )
-        else:
-            session.execute(update(_ACCOUNTS).where(_ACCOUNTS.c.id == existing.id).values(**values))
+        }
+        now = utcnow()
+        for (workspace_id, partner_id, subject_id), values in latest.items():
+            row_id = existing.get((workspace_id, partner_id, subject_id))
+            if row_id is not None:
+                session.execute(update(_ACCOUNTS).where(_ACCOUNTS.c.id == row_id).values(updated_at=now, **values))
+            else:
+                session.execute(
+                    insert(_ACCOUNTS),
+                    {
+                        "workspace_id": workspace_id,
+                        "partner_id": partner_id,
+                        "subject_id": subject_id,
+                        "state": AccountState.ACTIVE.value,
+                        "updated_at": now,
+                        **values,
+                    },
+                )
 
     # -- delivery -----------------------------------------------------------------------------
-    def _connector(self, workspace: Workspace) -> Connector:
+    async def _connector(self, workspace: Workspace) -> Connector:
+        """The workspace's connector on an HTTP client of its own, rebuilt when its config changes.
+
+        One client per workspace is a bulkhead (a slow workspace cannot hold the connections the
+        others need) and keeps each connection pool small: httpcore's pool scans every connection it
+        holds on each request, which one shared pool of hundreds of connections made the hottest code.
+        """
         cached = self._connectors.get(workspace.id)
         if cached is not None and cached[0] == workspace.config_sealed:
             return cached[1]
-        assert self._http is not None
-        connector = connector_config(self.settings, workspace).open(self._http)
-        self._connectors[workspace.id] = (workspace.config_sealed, connector)
+        if cached is not None:
+            await _close(cached[1], cached[2])
+        http = self._http if not self._owns_http and self._http is not None else self._new_client()
+        connector = connector_config(self.settings, workspace).open(http)
+        self._connectors[workspace.id] = (workspace.config_sealed, connector, http)
         return connector
+
+    def _new_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(timeout=self.settings.delivery_timeout_seconds)
 
     def _backoff(self, attempts: int) -> float:
         ceiling = min(
@@ -270,7 +334,7 @@ class DeliveryWorker(BackgroundLoop):
         await pacer.wait()
         ref = AccountRef(tenant_id=task.partner_id, subject_id=task.subject_id, remote_id=remote_id)
         try:
-            result, action = await self._call(self._connector(workspace), task, ref)
+            result, action = await self._call(await self._connector(workspace), task, ref)
         except RetryableError as exc:
             return self._retry(task, exc.detail, hint=exc.retry_after)
         except CredentialsError as exc:
@@ -294,27 +358,52 @@ class DeliveryWorker(BackgroundLoop):
         await self.aclose()
 
     async def run_once(self) -> int:
-        """One engine pass and one claim-deliver-record round; returns how many tasks were attempted."""
+        """One engine pass and one claim-deliver-record round; returns how many tasks were attempted.
+
+        Chains (the claimed tasks of one workspace and person) run concurrently with each other, the
+        tasks of a chain one after another; a retryable failure hands the rest of its chain back.
+        """
         self._ensure_http()
         await asyncio.to_thread(self._run_engine)
         tasks, workspaces, remote = await asyncio.to_thread(self._claim)
         if not tasks:
             return 0
-        missing = _Failed("workspace removed", None)
+        chains: dict[tuple[str, str], list[DeliveryTask]] = {}
+        for task in tasks:  # claimed in id order, so each chain is in order
+            chains.setdefault((task.workspace_id, task.subject_id), []).append(task)
 
-        async def deliver(task: DeliveryTask) -> tuple[DeliveryTask, _Done | _Failed]:
-            workspace = workspaces.get(task.workspace_id)
-            if workspace is None:
-                return task, missing
-            return task, await self._deliver(task, workspace, remote.get((task.workspace_id, task.subject_id)))
+        async def deliver(pair: tuple[str, str], chain: list[DeliveryTask]) -> list[tuple[DeliveryTask, _Outcome]]:
+            workspace = workspaces.get(pair[0])
+            remote_id = remote.get(pair)
+            outcomes: list[tuple[DeliveryTask, _Outcome]] = []
+            for position, task in enumerate(chain):
+                if workspace is None:
+                    result: _Done | _Failed = _Failed("workspace removed", None)
+                else:
+                    result = await self._deliver(task, workspace, remote_id)
+                outcomes.append((task, result))
+                if isinstance(result, _Done):
+                    remote_id = result.remote_id
+                elif result.delay is not None:
+                    outcomes.extend((later, _RELEASED) for later in chain[position + 1 :])
+                    break
+            return outcomes
 
-        results = await asyncio.gather(*(deliver(task) for task in tasks))
-        await asyncio.to_thread(self._record, list(results), workspaces)
+        rounds = await asyncio.gather(*(deliver(pair, chain) for pair, chain in chains.items()))
+        await asyncio.to_thread(self._record, [outcome for chain in rounds for outcome in chain], workspaces)
         return len(tasks)
 
     async def aclose(self) -> None:
-        for _, connector in self._connectors.values():
-            with contextlib.suppress(Exception):
-                await connector.aclose()
+        for _, connector, http in self._connectors.values():
+            await _close(connector, http if http is not self._http else None)
         self._connectors.clear()
         await super().aclose()
+
+
+async def _close(connector: Connector, http: httpx.AsyncClient | None) -> None:
+    """Close a connector and the HTTP client made for it; errors on the way out are of no use."""
+    with contextlib.suppress(Exception):
+        await connector.aclose()
+    if http is not None:
+        with contextlib.suppress(Exception):
+            await http.aclose()

@@ -14,13 +14,61 @@ from dataclasses import dataclass
 from typing import Any
 
 from authlib.oauth2.rfc6749 import scope_to_list
-from sqlmodel import Session, select
+from sqlalchemy import and_, bindparam, exists, or_, select
+from sqlmodel import Session
 
 from broker.lifecycle.facts import Person, load_people
 from broker.lifecycle.grants import AccessGrant
+from broker.lifecycle.suspensions import Suspension
+from broker.scim.models import ScimUser
+from broker.tenants.models import Partner, PartnerStatus
 from broker.types import utcnow
 
-__all__ = ["Principal", "admit", "identity_claims"]
+__all__ = ["Principal", "admit", "admit_without_facts", "identity_claims"]
+
+_GRANTS = AccessGrant.__table__  # type: ignore[attr-defined]
+_USERS = ScimUser.__table__  # type: ignore[attr-defined]
+_PARTNERS = Partner.__table__  # type: ignore[attr-defined]
+_SUSPENSIONS = Suspension.__table__  # type: ignore[attr-defined]
+
+_SUSPENDED = exists().where(
+    _SUSPENSIONS.c.partner_id == _GRANTS.c.partner_id,
+    _SUSPENSIONS.c.lifted_at.is_(None),
+    or_(_SUSPENSIONS.c.subject_id.is_(None), _SUSPENSIONS.c.subject_id == _GRANTS.c.subject_id),
+)
+_GRANT_OF = and_(
+    _GRANTS.c.partner_id == bindparam("partner_id"),
+    _GRANTS.c.subject_id == bindparam("subject_id"),
+    _GRANTS.c.workspace_id == bindparam("workspace_id"),
+)
+_GRANT = (
+    select(_GRANTS.c.role, _GRANTS.c.until, _PARTNERS.c.status, _SUSPENDED.label("suspended"))
+    .select_from(_GRANTS.join(_PARTNERS, _PARTNERS.c.id == _GRANTS.c.partner_id))
+    .where(_GRANT_OF)
+)
+"""The grant of one person for one workspace, its partner's status and whether a kill switch covers them."""
+_ADMISSION = (
+    select(_GRANTS.c.role, _GRANTS.c.until, _PARTNERS.c.status, _SUSPENDED.label("suspended"), _USERS.c.active)
+    .select_from(
+        _GRANTS.join(_PARTNERS, _PARTNERS.c.id == _GRANTS.c.partner_id).join(
+            _USERS, and_(_USERS.c.partner_id == _GRANTS.c.partner_id, _USERS.c.id == _GRANTS.c.subject_id)
+        )
+    )
+    .where(_GRANT_OF)
+)
+"""``_GRANT`` plus the person's ``active`` flag (no row if the person or the partner is gone): one round trip."""
+
+
+def _live_grant(row: Any, now: dt.datetime) -> bool:
+    """A grant row that admits: unexpired, partner active, no live suspension (the engine removes
+    a suspended person's grants in the suspending transaction; checked again here regardless)."""
+    return (
+        row is not None
+        and (row.until is None or row.until > now)
+        and row.status == PartnerStatus.ACTIVE
+        and not row.suspended
+    )
+
 
 _PROFILE = {"name": "displayName", "given_name": "name.givenName", "family_name": "name.familyName"}
 
@@ -34,7 +82,8 @@ class Principal:
     session_id: str
     """The LoginSession id: the ``sid`` of ID and logout tokens."""
     auth_time: dt.datetime
-    person: Person
+    person: Person | None
+    """The SCIM facts for ID tokens and UserInfo; ``None`` when admitted by ``admit_without_facts``."""
     role: str
     """The role the person's grant gives in this workspace."""
 
@@ -54,14 +103,9 @@ def admit(
 ) -> Principal | None:
     """The person if they are active and a live grant gives them this workspace; ``None`` otherwise."""
     now = now or utcnow()
-    grant = session.exec(
-        select(AccessGrant).where(
-            AccessGrant.partner_id == partner_id,
-            AccessGrant.subject_id == subject_id,
-            AccessGrant.workspace_id == workspace_id,
-        )
-    ).first()
-    if grant is None or (grant.until is not None and grant.until <= now):
+    key = {"partner_id": partner_id, "subject_id": subject_id, "workspace_id": workspace_id}
+    grant = session.connection().execute(_GRANT, key).first()
+    if grant is None or not _live_grant(grant, now):
         return None
     person = load_people(session, partner_id=partner_id, subject_ids=[subject_id]).get(subject_id)
     if person is None or not person.facts.active:
@@ -76,6 +120,38 @@ def admit(
     )
 
 
+def admit_without_facts(
+    session: Session,
+    *,
+    partner_id: str,
+    subject_id: str,
+    workspace_id: str,
+    session_id: str,
+    auth_time: dt.datetime,
+    now: dt.datetime | None = None,
+) -> Principal | None:
+    """``admit`` without the person's facts, in one query: where no ID token or UserInfo is made from
+    them (the authorization endpoint, which only issues a code; the refresh grant).
+
+    Refuses exactly what ``admit`` refuses (no grant, an expired one, a person gone or inactive, a
+    partner gone, suspended or under the kill switch) but loads no groups, emails or attributes, so
+    the ``Principal`` it returns has ``person=None``.
+    """
+    now = now or utcnow()
+    key = {"partner_id": partner_id, "subject_id": subject_id, "workspace_id": workspace_id}
+    row = session.connection().execute(_ADMISSION, key).first()
+    if row is None or not _live_grant(row, now) or not row.active:
+        return None
+    return Principal(
+        partner_id=partner_id,
+        subject_id=subject_id,
+        session_id=session_id,
+        auth_time=auth_time,
+        person=None,
+        role=row.role,
+    )
+
+
 def identity_claims(principal: Principal, scope: str) -> dict[str, Any]:
     """The claims about the person for this scope (OIDC Core §5.1, §5.4), plus Entente's own.
 
@@ -84,6 +160,7 @@ def identity_claims(principal: Principal, scope: str) -> dict[str, Any]:
     the names, ``email`` the primary email in a verified domain (so ``email_verified`` is true) —
     no email claim at all when the person has none in a verified domain.
     """
+    assert principal.person is not None, "identity claims need a principal from admit()"
     facts = principal.person.facts
     scopes = set(scope_to_list(scope) or [])
     claims: dict[str, Any] = {

@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING, Any
 from authlib.oauth2.rfc6749.grants import AuthorizationCodeGrant, RefreshTokenGrant
 from authlib.oauth2.rfc7636 import CodeChallenge, create_s256_code_challenge
 from authlib.oidc.core import OpenIDCode, UserInfo
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
+from sqlalchemy import select as core_select
 from sqlmodel import Session, select
 
-from broker.provider.claims import Principal, admit, identity_claims
+from broker.provider.claims import Principal, admit, admit_without_facts, identity_claims
 from broker.provider.clients import CONFIDENTIAL_METHODS, RegisteredClient, sha256_hex
 from broker.provider.errors import (
     InvalidGrantError,
@@ -34,8 +35,8 @@ from broker.provider.errors import (
     RequestURINotSupportedError,
 )
 from broker.provider.keys import ALGORITHM
-from broker.provider.models import AuthorizationCode, TokenFamily
-from broker.provider.tokens import claim_refresh_token, find_refresh_token, revoke_families
+from broker.provider.models import AuthorizationCode
+from broker.provider.tokens import claim_refresh_token, find_refresh_token_row, revoke_families
 from broker.sessions.models import LoginSession
 
 if TYPE_CHECKING:
@@ -58,6 +59,16 @@ __all__ = [
 TOKEN_AUTH_METHODS = [*CONFIDENTIAL_METHODS, "none"]
 """Client authentication at the token and revocation endpoints (RFC 6749 §2.3.1; ``none``: public clients)."""
 _CODES = AuthorizationCode.__table__  # type: ignore[attr-defined]
+_LOGINS = LoginSession.__table__  # type: ignore[attr-defined]
+_LOGIN_CREATED = core_select(_LOGINS.c.created_at).where(_LOGINS.c.id == bindparam("id"))
+_LOGIN_ENDED = core_select(_LOGINS.c.ended_at).where(_LOGINS.c.id == bindparam("id"))
+_CODE = core_select(_CODES).where(_CODES.c.code_sha256 == bindparam("digest"))
+_CODE_FAMILY = core_select(_CODES.c.family_id).where(_CODES.c.code_sha256 == bindparam("digest"))
+_CLAIM_CODE = (
+    update(_CODES)
+    .where(_CODES.c.code_sha256 == bindparam("digest"), _CODES.c.used_at.is_(None))
+    .values(used_at=bindparam("now"))
+)
 
 
 def _compare_s256(verifier: str, challenge: str) -> bool:
@@ -151,7 +162,7 @@ def _server(grant: Any) -> EntenteAuthorizationServer:
 
 
 def _live_login(session: Session, session_id: str) -> bool:
-    login = session.get(LoginSession, session_id)
+    login = session.connection().execute(_LOGIN_ENDED, {"id": session_id}).first()
     return login is not None and login.ended_at is None
 
 
@@ -186,22 +197,19 @@ class EntenteAuthorizationCodeGrant(AuthorizationCodeGrant):  # type: ignore[mis
         """The unused, unexpired code of this client; a second use revokes its tokens and is refused."""
         server = _server(self)
         session = server.session
-        row = session.get(AuthorizationCode, sha256_hex(code)) if len(code) <= 128 else None
+        connection = session.connection()
+        row = connection.execute(_CODE, {"digest": sha256_hex(code)}).first() if len(code) <= 128 else None
         if row is None or not hmac.compare_digest(row.client_id.encode(), client.client_id.encode()):
             return None
         claimed = row.used_at is None and row.expires_at > server.now
         if claimed:
-            result = session.execute(
-                update(_CODES)
-                .where(_CODES.c.code_sha256 == row.code_sha256, _CODES.c.used_at.is_(None))
-                .values(used_at=server.now)
-            )
-            claimed = result.rowcount == 1  # type: ignore[attr-defined]
+            result = connection.execute(_CLAIM_CODE, {"digest": row.code_sha256, "now": server.now})
+            claimed = result.rowcount == 1
         if not claimed:
             if row.used_at is not None or row.expires_at > server.now:
-                session.refresh(row)
-                if row.family_id:
-                    revoke_families(session, family_ids=[row.family_id], reason="code_reuse", now=server.now)
+                family_id = connection.execute(_CODE_FAMILY, {"digest": row.code_sha256}).scalar()  # as of now
+                if family_id:
+                    revoke_families(session, family_ids=[family_id], reason="code_reuse", now=server.now)
                     session.commit()
                 raise InvalidGrantError("the authorization code was already used; its tokens are revoked")
             return None
@@ -289,6 +297,8 @@ class RefreshView:
     session_id: str
     scope: str
     created_at: dt.datetime
+    expires_at: dt.datetime
+    """The family's end: no refresh token of it outlives it."""
 
     def check_client(self, client: RegisteredClient) -> bool:
         return self.client_id == client.client_id
@@ -303,57 +313,62 @@ class EntenteRefreshTokenGrant(RefreshTokenGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = TOKEN_AUTH_METHODS
     INCLUDE_NEW_REFRESH_TOKEN = True
 
-    def _revoke_and_refuse(self, family: TokenFamily, reason: str, description: str) -> None:
+    def _revoke_and_refuse(self, family_id: str, reason: str, description: str) -> None:
         server = _server(self)
-        revoke_families(server.session, family_ids=[family.id], reason=reason, now=server.now)
+        revoke_families(server.session, family_ids=[family_id], reason=reason, now=server.now)
         server.session.commit()
         raise InvalidGrantError(description)
 
     def authenticate_refresh_token(self, refresh_token: str) -> RefreshView | None:
         server = _server(self)
-        found = find_refresh_token(server.session, token=refresh_token)
-        if found is None:
+        row = find_refresh_token_row(server.session, token=refresh_token)
+        if row is None:
             return None
-        row, family = found
-        if family.client_id != self.request.client.client_id or family.revoked_at is not None:
+        if row.client_id != self.request.client.client_id or row.family_revoked_at is not None:
             return None
-        if row.rotated_at is not None or not claim_refresh_token(server.session, row=row, now=server.now):
+        if row.rotated_at is not None or not claim_refresh_token(
+            server.session, token_sha256=row.token_sha256, now=server.now
+        ):
             self._revoke_and_refuse(
-                family, "refresh_reuse", "refresh token reuse detected: every token of this grant is revoked"
+                row.family_id, "refresh_reuse", "refresh token reuse detected: every token of this grant is revoked"
             )
-        if row.expires_at <= server.now or family.expires_at <= server.now:
+        if row.expires_at <= server.now or row.family_expires_at <= server.now:
             return None
         return RefreshView(
-            family_id=family.id,
-            client_id=family.client_id,
-            partner_id=family.partner_id,
-            subject_id=family.subject_id,
-            session_id=family.session_id,
-            scope=family.scope,
-            created_at=family.created_at,
+            family_id=row.family_id,
+            client_id=row.client_id,
+            partner_id=row.partner_id,
+            subject_id=row.subject_id,
+            session_id=row.session_id,
+            scope=row.scope,
+            created_at=row.family_created_at,
+            expires_at=row.family_expires_at,
         )
 
     def authenticate_user(self, refresh_token: RefreshView) -> Principal:
         """The person, if still admitted to the client's workspace; else the family is revoked and refused.
 
         The login session may have expired (a refresh token outlives the browser session); one
-        that was ended (logout, leave) has already revoked this family.
+        that was ended (logout, leave) has already revoked this family. A refresh issues no ID
+        token, so ``admit_without_facts`` makes the same checks as ``admit`` without loading the
+        person's SCIM facts.
         """
         server = _server(self)
-        login = server.session.get(LoginSession, refresh_token.session_id)
-        principal = admit(
+        connection = server.session.connection()
+        login_created = connection.execute(_LOGIN_CREATED, {"id": refresh_token.session_id}).scalar()
+        principal = admit_without_facts(
             server.session,
             partner_id=refresh_token.partner_id,
             subject_id=refresh_token.subject_id,
             workspace_id=self.request.client.workspace_id,
             session_id=refresh_token.session_id,
-            auth_time=login.created_at if login else refresh_token.created_at,
+            auth_time=login_created or refresh_token.created_at,
             now=server.now,
         )
         if principal is None:
-            family = server.session.get(TokenFamily, refresh_token.family_id)
-            assert family is not None
-            self._revoke_and_refuse(family, "access_ended", "the person's access to this workspace has ended")
+            self._revoke_and_refuse(
+                refresh_token.family_id, "access_ended", "the person's access to this workspace has ended"
+            )
         assert principal is not None
         return principal
 

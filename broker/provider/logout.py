@@ -18,22 +18,20 @@ everything queued for the workspace, so it has its own small table and sender.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
-import random
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import httpx
 from joserfc import jwt
-from sqlalchemy import Engine, and_, event, insert, or_, update
-from sqlalchemy.orm import Session as OrmSession
+from sqlalchemy import Engine, insert, update
 from sqlmodel import Session, col, select
 
 from broker.audit.log import Actor, append_audit
-from broker.lifecycle.loop import BackgroundLoop
+from broker.commit_signal import CommitSignal
+from broker.lifecycle.loop import LeasedSender, Outcome, lease_due
 from broker.provider.discovery import issuer_of
 from broker.provider.keys import ALGORITHM, LOGOUT_TOKEN_SECONDS, KeyRing, key_ring
 from broker.provider.models import LogoutNotification, OAuthClient
@@ -52,32 +50,14 @@ __all__ = [
 
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 LOGOUT_TOKEN_TYPE = "logout+jwt"  # noqa: S105 - a JOSE typ, not a secret
-_MARK = "entente.oidc_logouts"
 _TABLE = LogoutNotification.__table__  # type: ignore[attr-defined]
 _SENDER = Actor(kind="system", id="oidc-logout-sender")
+_QUEUED = CommitSignal("OIDC logouts queued")
 log = logging.getLogger("entente.oidc.logout")
-_subscribers: set[Callable[[], None]] = set()
 
-
-def subscribe(callback: Callable[[], None]) -> None:
-    """Call ``callback`` (thread-safe, non-blocking) after each commit that queued logouts."""
-    _subscribers.add(callback)
-
-
-def unsubscribe(callback: Callable[[], None]) -> None:
-    _subscribers.discard(callback)
-
-
-@event.listens_for(OrmSession, "after_commit")
-def _after_commit(session: OrmSession) -> None:
-    if session.info.pop(_MARK, False):
-        for callback in list(_subscribers):
-            callback()
-
-
-@event.listens_for(OrmSession, "after_rollback")
-def _after_rollback(session: OrmSession) -> None:
-    session.info.pop(_MARK, None)
+subscribe = _QUEUED.subscribe
+"""Call a callback (thread-safe, non-blocking) after each commit that queued logouts."""
+unsubscribe = _QUEUED.unsubscribe
 
 
 def queue_logouts(
@@ -119,7 +99,7 @@ def queue_logouts(
     ]
     if rows:
         session.execute(insert(_TABLE), rows)
-        session.info[_MARK] = True
+        _QUEUED.mark(session)
     return len(rows)
 
 
@@ -154,16 +134,11 @@ class _Claimed:
     token: str
 
 
-@dataclass(frozen=True)
-class _Outcome:
-    delivered: bool
-    detail: str
-    retry_in: float | None
-    """Seconds until the next attempt; ``None`` with ``delivered`` False buries the notification."""
+class LogoutSender(LeasedSender[_Claimed]):
+    """Delivers queued logout tokens; ``run`` until ``stop`` is set (one per `entente serve` process).
 
-
-class LogoutSender(BackgroundLoop):
-    """Delivers queued logout tokens; ``run`` until ``stop`` is set (one per `entente serve` process)."""
+    A notification that fails for good (``Outcome.retry_in`` ``None``) is buried: state ``dead``.
+    """
 
     def __init__(self, *, engine: Engine, settings: Settings, http: httpx.AsyncClient | None = None) -> None:
         super().__init__(engine=engine, settings=settings, http=http, wake_source=(subscribe, unsubscribe), log=log)
@@ -172,22 +147,9 @@ class LogoutSender(BackgroundLoop):
         now = utcnow()
         lease = dt.timedelta(seconds=self.settings.delivery_lease_seconds)
         with Session(self.engine, expire_on_commit=False) as session:
-            due = or_(
-                and_(_TABLE.c.state == "pending", _TABLE.c.not_before <= now),
-                and_(_TABLE.c.state == "running", _TABLE.c.lease_until < now),
-            )
-            query = select(_TABLE.c.id).where(due).order_by(_TABLE.c.id).limit(limit)
-            if session.get_bind().dialect.name != "sqlite":
-                query = query.with_for_update(skip_locked=True)
-            ids = [row[0] for row in session.execute(query)]
+            ids = lease_due(session, _TABLE, now=now, lease=lease, limit=limit)
             if not ids:
-                session.rollback()
                 return []
-            session.execute(
-                update(_TABLE)
-                .where(_TABLE.c.id.in_(ids))
-                .values(state="running", lease_until=now + lease, attempts=_TABLE.c.attempts + 1)
-            )
             rows = session.exec(
                 select(LogoutNotification, OAuthClient.backchannel_logout_uri)
                 .join(OAuthClient, col(OAuthClient.client_id) == col(LogoutNotification.client_id))
@@ -221,21 +183,14 @@ class LogoutSender(BackgroundLoop):
             session.commit()
         return claimed
 
-    def _backoff(self, attempts: int) -> float:
-        ceiling = min(
-            self.settings.delivery_backoff_max_seconds,
-            self.settings.delivery_backoff_seconds * (2 ** max(0, attempts - 1)),
-        )
-        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not a secret
-
-    def _retry(self, note: _Claimed, detail: str) -> _Outcome:
+    def _retry(self, note: _Claimed, detail: str) -> Outcome:
         if note.attempts >= self.settings.delivery_max_attempts:
-            return _Outcome(False, f"{detail} (gave up after {note.attempts} attempts)", None)
-        return _Outcome(False, detail, self._backoff(note.attempts))
+            return Outcome(False, f"{detail} (gave up after {note.attempts} attempts)", None)
+        return Outcome(False, detail, self._backoff(note.attempts))
 
-    async def _deliver(self, note: _Claimed) -> _Outcome:
+    async def _deliver(self, note: _Claimed) -> Outcome:
         if note.uri is None:
-            return _Outcome(False, "the client no longer has a backchannel_logout_uri", None)
+            return Outcome(False, "the client no longer has a backchannel_logout_uri", None)
         assert self._http is not None
         try:
             response = await self._http.post(
@@ -248,23 +203,17 @@ class LogoutSender(BackgroundLoop):
             return self._retry(note, f"{type(exc).__name__}: {exc}")
         status = response.status_code
         if status in (200, 204):
-            return _Outcome(True, str(status), None)
+            return Outcome(True, str(status), None)
         detail = f"HTTP {status}: {response.text[:300]}"
         if status in (408, 429) or status >= 500:
             return self._retry(note, detail)
-        return _Outcome(False, detail, None)
+        return Outcome(False, detail, None)
 
-    def _record(self, results: list[tuple[_Claimed, _Outcome]]) -> None:
+    def _record(self, results: list[tuple[_Claimed, Outcome]]) -> None:
         now = utcnow()
         with Session(self.engine) as session:
             for note, outcome in results:
-                if outcome.delivered:
-                    values: dict[str, object] = {"state": "delivered", "delivered_at": now, "last_error": None}
-                elif outcome.retry_in is not None:
-                    values = {"state": "pending", "not_before": now + dt.timedelta(seconds=outcome.retry_in)}
-                    values["last_error"] = outcome.detail[:1000]
-                else:
-                    values = {"state": "dead", "last_error": outcome.detail[:1000]}
+                values = outcome.row_values(now=now, failed="dead")
                 session.execute(update(_TABLE).where(_TABLE.c.id == note.id).values(lease_until=None, **values))
                 if outcome.delivered or outcome.retry_in is None:
                     append_audit(
@@ -283,13 +232,3 @@ class LogoutSender(BackgroundLoop):
                         },
                     )
             session.commit()
-
-    async def run_once(self) -> int:
-        """Claim, deliver and record one batch; returns how many notifications were attempted."""
-        self._ensure_http()
-        claimed = await asyncio.to_thread(self._claim)
-        if not claimed:
-            return 0
-        outcomes = await asyncio.gather(*(self._deliver(note) for note in claimed))
-        await asyncio.to_thread(self._record, list(zip(claimed, outcomes, strict=True)))
-        return len(claimed)

@@ -8,16 +8,18 @@ the session kill commit together:
 2. every token family of the person is revoked with its access tokens (refresh fails at once,
    introspection and UserInfo answer inactive at once);
 3. a back-channel logout (OIDC Back-Channel Logout 1.0 §2.5) is queued for every (client, sid)
-   where the person had a session, and the logout sender is woken at commit.
+   where the person had a session, and the logout sender is woken at commit;
+4. Shared Signals SETs (CAEP session-revoked, RISC account-disabled) are queued for every stream
+   of every client that saw the person (broker.signals.emit), and the push sender is woken at commit.
 
-All three are idempotent: a person with nothing live left costs two queries and writes nothing.
+All four are idempotent: a person with nothing live left costs two queries and writes nothing.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import or_, update
 from sqlmodel import Session, col, select
@@ -28,6 +30,7 @@ from broker.provider.models import TokenFamily
 from broker.provider.tokens import revoke_families
 from broker.sessions.models import LoginSession
 from broker.sessions.service import end_sessions
+from broker.signals.emit import queue_person_signals
 from broker.types import utcnow
 
 __all__ = ["Revocation", "end_login_session", "revoke_people", "revoke_person"]
@@ -38,11 +41,13 @@ _SESSIONS = LoginSession.__table__  # type: ignore[attr-defined]
 
 @dataclass(frozen=True)
 class Revocation:
-    """What one kill ended: login sessions, token families, and logout notifications queued."""
+    """What one kill ended: login sessions, token families, logout notifications and SETs queued."""
 
     sessions: int
     families: int
     logouts: int
+    signals: int = 0
+    """Shared Signals SETs queued (broker.signals.emit), for a person-wide kill only."""
 
 
 def _revoke_families_and_notify(
@@ -88,7 +93,7 @@ def revoke_person(
             )
         ).all()
     )
-    return _revoke_families_and_notify(
+    result = _revoke_families_and_notify(
         session,
         families=families,
         ended_sessions=ended,
@@ -97,6 +102,10 @@ def revoke_person(
         reason=reason,
         now=now,
     )
+    if result.sessions or result.families:  # Shared Signals: CAEP session-revoked + RISC account-disabled
+        signals = queue_person_signals(session, partner_id=partner_id, subject_id=subject_id, reason=reason, now=now)
+        result = replace(result, signals=signals)
+    return result
 
 
 def revoke_people(session: Session, *, partner_id: str, subject_ids: Iterable[str], reason: str) -> int:

@@ -23,10 +23,10 @@ from urllib.parse import urlencode
 
 from authlib.oauth2 import AuthorizationServer
 from authlib.oauth2.rfc9207 import IssuerParameter
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlmodel import Session
 
-from broker.provider.claims import Principal, admit, identity_claims
+from broker.provider.claims import Principal, admit, admit_without_facts, identity_claims
 from broker.provider.clients import RegisteredClient, find_client
 from broker.provider.discovery import issuer_of
 from broker.provider.endpoints import EndSession, Introspection, Revocation
@@ -44,7 +44,7 @@ from broker.provider.grants import (
     EntenteRefreshTokenGrant,
 )
 from broker.provider.keys import KeyRing, key_ring
-from broker.provider.models import AuthorizationCode, TokenFamily
+from broker.provider.models import AuthorizationCode
 from broker.provider.requests import EntenteRequest, OAuthResponse
 from broker.provider.tokens import (
     Issued,
@@ -60,6 +60,9 @@ from broker.types import utcnow
 __all__ = ["EntenteAuthorizationServer"]
 
 _CODES = AuthorizationCode.__table__  # type: ignore[attr-defined]
+_SET_CODE_FAMILY = (
+    update(_CODES).where(_CODES.c.code_sha256 == bindparam("digest")).values(family_id=bindparam("family"))
+)
 _JSON_NO_STORE = [("Content-Type", "application/json"), ("Cache-Control", "no-store"), ("Pragma", "no-cache")]
 
 
@@ -159,16 +162,15 @@ class EntenteAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
                 now=self.now,
                 settings=self.settings,
             )
-            self.session.execute(
-                update(_CODES)
-                .where(_CODES.c.code_sha256 == request.authorization_code.code_sha256)
-                .values(family_id=family.id)
+            self.session.connection().execute(
+                _SET_CODE_FAMILY, {"digest": request.authorization_code.code_sha256, "family": family.id}
             )
+            family_id, family_expires_at = family.id, family.expires_at
         else:
-            found = self.session.get(TokenFamily, request.refresh_token.family_id)
-            assert found is not None
-            family = found
-        record_tokens(self.session, family=family, issued=self._issued, now=self.now)
+            family_id, family_expires_at = request.refresh_token.family_id, request.refresh_token.expires_at
+        record_tokens(
+            self.session, family_id=family_id, family_expires_at=family_expires_at, issued=self._issued, now=self.now
+        )
 
     # -- the authorization endpoint --------------------------------------------------------------
     def authorization_response(self, request: EntenteRequest, *, login_path: str, endpoint: str) -> OAuthResponse:
@@ -195,7 +197,7 @@ class EntenteAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             back = f"{endpoint}?{urlencode(request.without('prompt'))}"
             return OAuthResponse(302, "", [("Location", f"{login_path}?{urlencode({'next': back})}")])
         client: RegisteredClient = grant.request.client
-        principal = admit(
+        principal = admit_without_facts(  # a code carries no claims: the exchange admits again, with facts
             self.session,
             partner_id=login.partner_id,
             subject_id=login.subject_id,

@@ -20,7 +20,8 @@ from typing import Any, Literal
 
 from joserfc import jwt
 from joserfc.errors import JoseError
-from sqlalchemy import update
+from sqlalchemy import bindparam, insert, update
+from sqlalchemy import select as core_select
 from sqlmodel import Session, col, select
 
 from broker.provider.claims import Principal, admit
@@ -35,6 +36,7 @@ __all__ = [
     "TokenRecord",
     "claim_refresh_token",
     "find_refresh_token",
+    "find_refresh_token_row",
     "issue_access_token",
     "new_refresh_token",
     "open_family",
@@ -50,6 +52,33 @@ REFRESH_PREFIX = "ent_rt_"
 _FAMILIES = TokenFamily.__table__  # type: ignore[attr-defined]
 _ACCESS = AccessToken.__table__  # type: ignore[attr-defined]
 _REFRESH = RefreshToken.__table__  # type: ignore[attr-defined]
+
+# Prebuilt Core statements for the token endpoint's hot paths (no ORM identity map or unit of work).
+_INSERT_ACCESS = insert(_ACCESS)
+_INSERT_REFRESH = insert(_REFRESH)
+_FIND_REFRESH = (
+    core_select(
+        _REFRESH.c.token_sha256,
+        _REFRESH.c.expires_at,
+        _REFRESH.c.rotated_at,
+        _FAMILIES.c.id.label("family_id"),
+        _FAMILIES.c.client_id,
+        _FAMILIES.c.partner_id,
+        _FAMILIES.c.subject_id,
+        _FAMILIES.c.session_id,
+        _FAMILIES.c.scope,
+        _FAMILIES.c.created_at.label("family_created_at"),
+        _FAMILIES.c.expires_at.label("family_expires_at"),
+        _FAMILIES.c.revoked_at.label("family_revoked_at"),
+    )
+    .select_from(_REFRESH.join(_FAMILIES, _FAMILIES.c.id == _REFRESH.c.family_id))
+    .where(_REFRESH.c.token_sha256 == bindparam("digest"))
+)
+_CLAIM_REFRESH = (
+    update(_REFRESH)
+    .where(_REFRESH.c.token_sha256 == bindparam("digest"), _REFRESH.c.rotated_at.is_(None))
+    .values(rotated_at=bindparam("now"))
+)
 
 
 def _epoch(moment: dt.datetime) -> int:
@@ -116,19 +145,35 @@ def open_family(
     return family
 
 
-def record_tokens(session: Session, *, family: TokenFamily, issued: Issued, now: dt.datetime) -> None:
-    """Store the access token's jti and the refresh token's digest (never the token itself)."""
-    session.add(AccessToken(jti=issued.jti, family_id=family.id, issued_at=now, expires_at=issued.access_expires_at))
+def record_tokens(
+    session: Session, *, family_id: str, family_expires_at: dt.datetime, issued: Issued, now: dt.datetime
+) -> None:
+    """Store the access token's jti and the refresh token's digest (never the token itself).
+
+    Core inserts in the session's transaction: the family row must already be flushed.
+    """
+    connection = session.connection()
+    connection.execute(
+        _INSERT_ACCESS,
+        {"jti": issued.jti, "family_id": family_id, "issued_at": now, "expires_at": issued.access_expires_at},
+    )
     if issued.refresh_token is not None and issued.refresh_expires_at is not None:
-        session.add(
-            RefreshToken(
-                token_sha256=sha256_hex(issued.refresh_token),
-                family_id=family.id,
-                issued_at=now,
-                expires_at=min(issued.refresh_expires_at, family.expires_at),
-            )
+        connection.execute(
+            _INSERT_REFRESH,
+            {
+                "token_sha256": sha256_hex(issued.refresh_token),
+                "family_id": family_id,
+                "issued_at": now,
+                "expires_at": min(issued.refresh_expires_at, family_expires_at),
+            },
         )
-    session.flush()
+
+
+def find_refresh_token_row(session: Session, *, token: str) -> Any:
+    """The refresh token and its family's columns in one Core row (the refresh grant's lookup), or ``None``."""
+    if not token.startswith(REFRESH_PREFIX) or len(token) > 128:
+        return None
+    return session.connection().execute(_FIND_REFRESH, {"digest": sha256_hex(token)}).first()
 
 
 def find_refresh_token(session: Session, *, token: str) -> tuple[RefreshToken, TokenFamily] | None:
@@ -143,14 +188,10 @@ def find_refresh_token(session: Session, *, token: str) -> tuple[RefreshToken, T
     return (found[0], found[1]) if found else None
 
 
-def claim_refresh_token(session: Session, *, row: RefreshToken, now: dt.datetime) -> bool:
+def claim_refresh_token(session: Session, *, token_sha256: str, now: dt.datetime) -> bool:
     """Mark the token rotated; False if it already was (a reuse, even by a concurrent request)."""
-    result = session.execute(
-        update(_REFRESH)
-        .where(_REFRESH.c.token_sha256 == row.token_sha256, _REFRESH.c.rotated_at.is_(None))
-        .values(rotated_at=now)
-    )
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    result = session.connection().execute(_CLAIM_REFRESH, {"digest": token_sha256, "now": now})
+    return bool(result.rowcount == 1)
 
 
 def revoke_families(session: Session, *, family_ids: Iterable[str], reason: str, now: dt.datetime) -> int:
@@ -234,7 +275,7 @@ def _admitted(session: Session, family: TokenFamily, workspace_id: str, now: dt.
         auth_time=family.created_at,
         now=now,
     )
-    return principal.person.facts.user_name if principal else None
+    return principal.person.facts.user_name if principal and principal.person else None
 
 
 def token_record(

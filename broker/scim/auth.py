@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from broker.audit.log import Actor
 from broker.errors import Unauthorized
+from broker.observability.http import bind_partner
 from broker.settings import Settings
 from broker.tenants.service import authenticate_scim_token, confirm_scim_token
 from broker.tenants.token_cache import AuthenticatedToken, TokenCache, token_cache
@@ -69,6 +70,7 @@ async def scim_caller(request: Request) -> ScimCaller:
     token = cache.get(credential, ttl=ttl, now=utcnow())
     if token is None:
         token = await run_in_threadpool(_authenticate, engine, cache, credential, ttl)
+    bind_partner(token.partner_slug)  # labels this request's logs and SCIM metrics
     return ScimCaller(
         partner_id=token.partner_id,
         partner_slug=token.partner_slug,

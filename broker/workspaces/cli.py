@@ -17,6 +17,7 @@ from broker.errors import BrokerError, InvalidValue
 from broker.lifecycle import wakeup
 from broker.lifecycle.outbox import queue_stats
 from broker.lifecycle.reconcile import Drift, find_drift, repair_drift
+from broker.reports.orphans import record_orphans
 from broker.settings import Settings
 from broker.workspaces.models import OnLeave, Workspace, WorkspaceStatus
 from broker.workspaces.service import (
@@ -156,6 +157,8 @@ def workspace_reconcile(
             drift = asyncio.run(_drift(settings, session, workspace))
         except (BrokerError, ConnectorError) as error:
             fail(error if isinstance(error, BrokerError) else InvalidValue(f"{slug}: {error.detail}"))
+        record_orphans(session, workspace=workspace, drift=drift)  # kept for `entente report stale`
+        session.commit()
         repaired = 0
         if fix:
             repaired = repair_drift(session, workspace=workspace, drift=drift)

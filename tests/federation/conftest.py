@@ -29,6 +29,7 @@ from broker.federation.service import add_oidc_connection
 from broker.settings import Settings
 from tests.conftest import MakePartner, PartnerHandle
 from tests.federation.browser import Browser
+from tests.federation.saml_support import saml_federate  # noqa: F401  (SAML connections to the pysaml2 IdP peer)
 from tests.peers.oidc_provider_process import OidcProvider, oidc_provider  # noqa: F401  (the session fixture)
 
 

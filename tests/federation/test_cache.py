@@ -43,5 +43,10 @@ def test_same_version_same_adapter_new_version_new_adapter(settings: Settings) -
 
 
 def test_a_protocol_without_an_adapter_is_a_clear_refusal(settings: Settings) -> None:
-    with pytest.raises(FederationError, match="SAML connections are not supported"):
+    with pytest.raises(FederationError, match="WSFED connections are not supported"):
+        AdapterCache().get(_connection(settings, protocol="wsfed"), settings)
+
+
+def test_a_saml_connection_without_metadata_builds_no_adapter(settings: Settings) -> None:
+    with pytest.raises(FederationError, match=r"is incomplete \(SAML metadata and entity ID\)"):
         AdapterCache().get(_connection(settings, protocol="saml"), settings)

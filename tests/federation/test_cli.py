@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import uuid
+from pathlib import Path
 
 import pytest
 from sqlmodel import Session, create_engine, select
@@ -10,6 +12,7 @@ from sqlmodel import Session, create_engine, select
 from broker.federation.models import IdPConnection
 from tests.cli_runner import Cli
 from tests.peers.oidc_provider_process import OidcProvider
+from tests.peers.saml_idp_process import SamlIdp
 
 
 def _partner(cli: Cli) -> str:
@@ -84,3 +87,57 @@ def test_idp_add_refuses_an_unreachable_issuer(cli_in_process: Cli) -> None:
                             "--client-secret", "s")  # fmt: skip
     assert result.code == 1
     assert result.stderr == "error: the identity provider's discovery document could not be fetched (ConnectError)\n"
+
+
+def test_idp_add_saml_from_the_metadata_url_prints_what_the_idp_needs(
+    cli_in_process: Cli, saml_idp: SamlIdp, tmp_path: Path
+) -> None:
+    slug = _partner(cli_in_process)
+    added = cli_in_process.ok("idp", "add", slug, "--saml-metadata", saml_idp.metadata_url, "--bind", "email",
+                              "--saml-email-verified", "--jit")  # fmt: skip
+    assert added.lines == [
+        f"idp connection {slug}.saml (saml, bind email) added for partner {slug}",
+        f"IdP entity ID: {saml_idp.entity_id}",
+        f"SP metadata to import at the IdP (also its entity ID): http://127.0.0.1:8000/login/saml/{slug}.saml/metadata",
+        f"  ACS URL (HTTP-POST): http://127.0.0.1:8000/login/callback/{slug}.saml",
+        f"sign-in link for {slug}'s people: http://127.0.0.1:8000/login/{slug}",
+    ]
+    assert cli_in_process.ok("idp", "list", slug).stdout == (
+        f"{slug}.saml\t{slug}\tsaml\t{saml_idp.entity_id}\t-\tbind=email\tjit\n"
+    )
+    with Session(create_engine(cli_in_process.url)) as session:
+        row = session.exec(select(IdPConnection).where(IdPConnection.id == f"{slug}.saml")).one()
+    assert row.saml_email_verified and row.saml_metadata == saml_idp.metadata()
+    file = tmp_path / "idp-metadata.xml"
+    file.write_text(saml_idp.metadata())
+    cli_in_process.ok("idp", "add", slug, "--saml-metadata", str(file), "--name", "okta-saml")
+    assert f"{slug}.okta-saml\t{slug}\tsaml\t{saml_idp.entity_id}\t-\tbind=externalId\tno-jit" in (
+        cli_in_process.ok("idp", "list", slug).stdout
+    )
+
+
+def test_idp_add_saml_refuses_in_one_line(cli_in_process: Cli, saml_idp: SamlIdp, tmp_path: Path) -> None:
+    slug = _partner(cli_in_process)
+    cli_in_process.fails("idp", "add", slug, message="give either --oidc-issuer (OpenID Connect) or --saml-metadata "
+                         "(SAML 2.0)")  # fmt: skip
+    cli_in_process.fails("idp", "add", slug, "--oidc-issuer", "https://idp.example", "--saml-metadata", "x.xml",
+                         message="give either --oidc-issuer (OpenID Connect) or --saml-metadata "
+                         "(SAML 2.0)")  # fmt: skip
+    cli_in_process.fails("idp", "add", slug, "--oidc-issuer", "https://idp.example",
+                         message="an OIDC connection needs --client-id and --client-secret (or "
+                         "ENTENTE_IDP_CLIENT_SECRET)")  # fmt: skip
+    cli_in_process.fails("idp", "add", slug, "--saml-metadata", "http://idp.example/metadata",
+                         message="the metadata URL 'http://idp.example/metadata' must use https (plain http only on "
+                         "a loopback address)")  # fmt: skip
+    no_certificate = tmp_path / "no-cert.xml"
+    no_certificate.write_text(
+        re.sub(r"<ns\d:KeyDescriptor.*?</ns\d:KeyDescriptor>", "", saml_idp.metadata(), flags=re.S)
+    )
+    cli_in_process.fails("idp", "add", slug, "--saml-metadata", str(no_certificate),
+                         message="the IdP metadata publishes no signing certificate; Entente could not check its "
+                         "signatures and refuses it (fail closed)")  # fmt: skip
+    doctype = tmp_path / "doctype.xml"
+    doctype.write_text('<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>' + saml_idp.metadata())
+    cli_in_process.fails("idp", "add", slug, "--saml-metadata", str(doctype),
+                         message="the IdP metadata contains a DTD or entity declaration (DTDForbidden); Entente "
+                         "refuses DTDs and entities in SAML (XXE)")  # fmt: skip

@@ -43,11 +43,15 @@ def _policy(slug: str, workspace: str) -> str:
 """
 
 
-def _deliver_all(engine: Engine, settings: Settings, *, rounds: int = 10) -> None:
-    """Run engine + delivery rounds until nothing more is due (or ``rounds`` pass)."""
+def _deliver_all(engine: Engine, settings: Settings, *, workspace: Workspace, rounds: int = 10) -> None:
+    """Run engine + delivery rounds for one workspace until nothing more is due (or ``rounds`` pass).
+
+    One workspace only: the session's database holds other tests' due tasks, which would otherwise
+    share (and could fill) a round's claim.
+    """
 
     async def run() -> None:
-        async with DeliveryWorker(engine=engine, settings=settings) as worker:
+        async with DeliveryWorker(engine=engine, settings=settings, workspaces=[workspace.id]) as worker:
             for _ in range(rounds):
                 if not await worker.run_once():
                     return
@@ -84,7 +88,7 @@ def test_joiner_reaches_scim2_server_and_leaver_is_removed(
     apply_policy(engine, _policy(partner.slug, ws.slug), partner_ids=[partner.id])
     amy = partner.create_user("amy", displayName="Amy Pond")
     partner.create_group("eng", members=[amy["id"]])
-    _deliver_all(engine, settings)
+    _deliver_all(engine, settings, workspace=ws)
 
     [remote] = _remote_users(scim2_server, amy["id"])
     assert remote["userName"] == partner.email("amy") and remote["active"] is True
@@ -94,7 +98,7 @@ def test_joiner_reaches_scim2_server_and_leaver_is_removed(
 
     leave = {"schemas": [PATCH_SCHEMA], "Operations": [{"op": "replace", "path": "active", "value": False}]}
     assert partner.client.patch(f"/Users/{amy['id']}", json=leave).status_code == 200
-    _deliver_all(engine, settings)
+    _deliver_all(engine, settings, workspace=ws)
 
     assert _remote_users(scim2_server, amy["id"]) == []
     receipts = _receipts(engine, amy["id"])
@@ -135,7 +139,7 @@ def test_429_retry_after_is_honoured(engine: Engine, settings: Settings, partner
         mock.route(host="workspace.invalid").mock(return_value=httpx.Response(429, headers={"Retry-After": "30"}))
         mock.route(host="127.0.0.1").pass_through()
         before = utcnow()
-        _deliver_all(engine, settings, rounds=1)
+        _deliver_all(engine, settings, workspace=ws, rounds=1)
     task = _task(engine, subject)
     assert task.state == TaskState.PENDING.value and task.attempts == 1
     assert task.not_before >= before + dt.timedelta(seconds=29)
@@ -156,7 +160,7 @@ def test_refused_request_goes_to_dead_letters_and_can_be_retried(
         mock.route(host="workspace.invalid").mock(
             return_value=httpx.Response(400, json={"status": "400", "detail": "bad userName"})
         )
-        _deliver_all(engine, settings, rounds=1)
+        _deliver_all(engine, settings, workspace=ws, rounds=1)
     dead = _task(engine, subject)
     assert dead.state == TaskState.DEAD.value and "bad userName" in (dead.last_error or "")
     with Session(engine) as session:
@@ -173,35 +177,90 @@ def test_attempts_run_out_into_dead_letters(engine: Engine, settings: Settings, 
     with respx.mock(assert_all_called=False) as mock:
         mock.route(host="workspace.invalid").mock(return_value=httpx.Response(503))
         for _ in range(3):
-            _deliver_all(engine, few, rounds=1)
+            _deliver_all(engine, few, workspace=ws, rounds=1)
             time.sleep(0.01)
     task = _task(engine, subject)
     assert task.state == TaskState.DEAD.value and task.attempts == 2
     assert "gave up after 2 attempts" in (task.last_error or "")
 
 
-def test_tasks_of_one_person_in_one_workspace_are_claimed_in_order(
+def _enqueue_chain(engine: Engine, ws: Workspace, partner: PartnerHandle, *actions: TaskAction) -> str:
+    subject = str(uuid.uuid4())
+    with Session(engine) as session:
+        enqueue(session, [NewTask(ws.id, partner.id, subject, action, "test", utcnow()) for action in actions])
+        session.commit()
+    return subject
+
+
+def _claim_of(engine: Engine, subject: str) -> list[DeliveryTask]:
+    with Session(engine) as session:
+        return [t for t in claim_tasks(session, limit=1000, lease=dt.timedelta(seconds=60)) if t.subject_id == subject]
+
+
+def test_tasks_of_one_person_in_one_workspace_are_claimed_as_one_chain_in_order(
     engine: Engine, settings: Settings, partner: PartnerHandle
 ) -> None:
     ws = new_workspace(engine, settings)
-    subject = str(uuid.uuid4())
+    subject = _enqueue_chain(engine, ws, partner, TaskAction.REVOKE_SESSIONS, TaskAction.DEPROVISION)
+    first = _claim_of(engine, subject)
+    assert [t.action for t in first] == ["revoke_sessions", "deprovision"]
+    assert first[0].id is not None and first[1].id is not None and first[0].id < first[1].id
+    assert _claim_of(engine, subject) == []  # nothing of the pair again until the chain is done or its lease runs out
+
+
+def test_a_task_waits_while_an_earlier_one_of_its_pair_waits_for_a_retry(
+    engine: Engine, settings: Settings, partner: PartnerHandle
+) -> None:
+    from broker.lifecycle.outbox import reschedule_task
+
+    ws = new_workspace(engine, settings)
+    subject = _enqueue_chain(engine, ws, partner, TaskAction.UPDATE)
+    [update] = _claim_of(engine, subject)
     with Session(engine) as session:
-        enqueue(
-            session,
-            [
-                NewTask(ws.id, partner.id, subject, TaskAction.REVOKE_SESSIONS, "test", utcnow()),
-                NewTask(ws.id, partner.id, subject, TaskAction.DEPROVISION, "test", utcnow()),
-            ],
-        )
+        assert reschedule_task(session, update, delay=60, error="HTTP 503")
+        enqueue(session, [NewTask(ws.id, partner.id, subject, TaskAction.DEPROVISION, "test", utcnow())])
         session.commit()
+    assert _claim_of(engine, subject) == []  # the leaver's removal does not overtake the update being retried
+
+
+def test_a_later_task_is_not_claimed_while_another_claim_holds_an_earlier_one(
+    engine: Engine, settings: Settings, partner: PartnerHandle
+) -> None:
+    """PostgreSQL: a claim in flight locks the pair's first task; a concurrent claim must not take the second."""
+    if engine.dialect.name == "sqlite":
+        pytest.skip("SQLite serialises claims (BEGIN IMMEDIATE): no claim is ever in flight beside another")
+    from sqlalchemy import select as core_select
+
+    ws = new_workspace(engine, settings)
+    subject = _enqueue_chain(engine, ws, partner, TaskAction.REVOKE_SESSIONS, TaskAction.DEPROVISION)
+    table = DeliveryTask.__table__  # type: ignore[attr-defined]
+    with Session(engine) as holder:
+        first_id = holder.execute(
+            core_select(table.c.id).where(table.c.subject_id == subject).order_by(table.c.id).limit(1).with_for_update()
+        ).scalar_one()
+        assert _claim_of(engine, subject) == []  # the first is locked (skipped), so the second must wait too
+        holder.rollback()
+    assert [t.id for t in _claim_of(engine, subject)][0] == first_id
+
+
+def test_a_retryable_failure_hands_the_rest_of_its_chain_back_unattempted(
+    engine: Engine, settings: Settings, partner: PartnerHandle
+) -> None:
+    ws = new_workspace(engine, settings, values={"base_url": BASE, "token": "t"})
+    subject = _enqueue_chain(engine, ws, partner, TaskAction.SUSPEND, TaskAction.DEPROVISION)
+    with respx.mock(assert_all_called=False) as mock:
+        mock.route(host="workspace.invalid").mock(return_value=httpx.Response(503))
+        _deliver_all(engine, settings, workspace=ws, rounds=1)
     with Session(engine) as session:
-        first = [t for t in claim_tasks(session, limit=1000, lease=dt.timedelta(seconds=60)) if t.subject_id == subject]
-    assert [t.action for t in first] == ["revoke_sessions"]
-    with Session(engine) as session:
-        second = [
-            t for t in claim_tasks(session, limit=1000, lease=dt.timedelta(seconds=60)) if t.subject_id == subject
-        ]
-    assert second == []  # blocked behind the running first task until it is done or its lease runs out
+        tasks = list(
+            session.exec(select(DeliveryTask).where(DeliveryTask.subject_id == subject).order_by(col(DeliveryTask.id)))
+        )
+    assert [(t.action, t.state, t.attempts) for t in tasks] == [
+        ("suspend", TaskState.PENDING.value, 1),
+        ("deprovision", TaskState.PENDING.value, 0),  # never tried: no attempt spent, no first try recorded
+    ]
+    assert tasks[1].first_attempt_at is None and tasks[1].lease_until is None
+    assert "503" in (tasks[0].last_error or "") and tasks[1].last_error is None
 
 
 def test_a_claim_whose_worker_died_is_claimable_after_its_lease(

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from sqlmodel import Session, select
+import datetime as dt
 
+import pytest
+from sqlmodel import Session, col, select
+
+from broker.lifecycle.grants import AccessGrant
+from broker.lifecycle.suspensions import Suspension
 from broker.provider.models import TokenFamily
-from tests.provider.conftest import World
+from broker.scim.models import ScimUser
+from broker.tenants.models import Partner, PartnerStatus
+from broker.types import utcnow
+from tests.provider.conftest import World, query_of
 
 
 def _invalid_grant(response) -> None:  # type: ignore[no-untyped-def]
@@ -106,3 +114,75 @@ def test_refresh_fails_once_the_workspace_is_no_longer_granted(world: World) -> 
     with Session(world.engine) as session:
         family = session.exec(select(TokenFamily).where(TokenFamily.subject_id == alice["id"])).one()
         assert family.revoke_reason == "access_ended"
+
+
+def _lose_access(world: World, subject_id: str, how: str) -> None:
+    """Change one thing under a live grant, directly in the database: the engine does not run, so
+    only the check made at the request itself can refuse."""
+    with Session(world.engine) as session:
+        grant = session.exec(
+            select(AccessGrant).where(
+                AccessGrant.partner_id == world.partner.id,
+                AccessGrant.subject_id == subject_id,
+                AccessGrant.workspace_id == world.workspace.id,
+            )
+        ).one()
+        if how == "inactive":
+            user = session.exec(select(ScimUser).where(ScimUser.id == subject_id)).one()
+            user.active = False
+            session.add(user)
+        elif how == "grant_expired":
+            grant.until = utcnow() - dt.timedelta(seconds=1)
+            session.add(grant)
+        elif how == "grant_removed":
+            session.delete(grant)
+        elif how in ("person_killed", "partner_killed"):
+            session.add(
+                Suspension(
+                    partner_id=world.partner.id,
+                    subject_id=subject_id if how == "person_killed" else None,
+                    reason="test",
+                    suspended_by="cli:test",
+                )
+            )
+        elif how == "partner_suspended":
+            partner = session.get(Partner, world.partner.id)
+            assert partner is not None
+            partner.status = PartnerStatus.SUSPENDED
+            session.add(partner)
+        session.commit()
+
+
+LOSSES = ["inactive", "grant_expired", "grant_removed", "person_killed", "partner_killed", "partner_suspended"]
+
+
+@pytest.mark.parametrize("how", LOSSES)
+def test_refresh_is_refused_and_the_family_ended_whatever_ended_the_access(world: World, how: str) -> None:
+    alice, bob = world.person("alice"), world.person("bob")
+    world.login(alice["id"])
+    rp = world.client()
+    tokens = rp.login_flow()
+    assert rp.refresh(tokens["refresh_token"]).status_code == 200  # the rotated token is now spent
+    tokens = rp.login_flow()
+    _lose_access(world, alice["id"], how)
+    _invalid_grant(rp.refresh(tokens["refresh_token"]))
+    with Session(world.engine) as session:
+        families = session.exec(
+            select(TokenFamily).where(TokenFamily.subject_id == alice["id"], col(TokenFamily.revoked_at).is_not(None))
+        ).all()
+        assert [f.revoke_reason for f in families] == ["access_ended"]
+    assert rp.introspect(tokens["access_token"]) == {"active": False}
+    if how in ("inactive", "grant_expired", "grant_removed", "person_killed"):  # bob, same partner, is untouched
+        world.login(bob["id"])
+        assert rp.refresh(rp.login_flow()["refresh_token"]).status_code == 200
+
+
+@pytest.mark.parametrize("how", LOSSES)
+def test_authorization_is_denied_whatever_ended_the_access(world: World, how: str) -> None:
+    alice = world.person("alice")
+    world.login(alice["id"])
+    rp = world.client()
+    rp.login_flow()
+    _lose_access(world, alice["id"], how)
+    params = query_of(rp.authorize())
+    assert params["error"] == "access_denied" and "code" not in params

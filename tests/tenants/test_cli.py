@@ -1,6 +1,7 @@
 """The `entente` console script, run as an operator runs it (a subprocess with ENTENTE_DATABASE_URL),
 on a fresh SQLite file and on a fresh PostgreSQL database: migrate, partners, tokens, and errors that
-are one clear line on stderr with exit code 1, never a traceback.
+are one clear line on stderr with exit code 1, never a traceback. Tests of many error cases run the
+same typer app in-process (``cli_in_process``), to spare an interpreter start-up per call.
 """
 
 from __future__ import annotations
@@ -93,17 +94,17 @@ def test_token_works_against_the_api_and_is_alone_on_the_last_line(cli: Cli, api
     assert row[3].startswith("last used ") and row[3] != "last used never"
 
 
-def test_token_lifetimes(cli: Cli) -> None:
+def test_token_lifetimes(cli_in_process: Cli) -> None:
     """--expires in days, hours, minutes or a bare number of days; the default is a year."""
     slug = _slug()
-    cli.ok("partner", "add", slug, "--name", "Life", "--domain", f"{slug}.test")
+    cli_in_process.ok("partner", "add", slug, "--name", "Life", "--domain", f"{slug}.test")
     for expires, delta in (
         ("12h", dt.timedelta(hours=12)),
         ("30m", dt.timedelta(minutes=30)),
         (" 7 ", dt.timedelta(days=7)),
         (None, dt.timedelta(days=365)),
     ):
-        issued = cli.ok("partner", "token", slug, *(["--expires", expires] if expires else []))
+        issued = cli_in_process.ok("partner", "token", slug, *(["--expires", expires] if expires else []))
         assert TOKEN_RE.match(issued.lines[-1])
         expires_at = dt.datetime.fromisoformat(issued.lines[0].split("expires ", 1)[1].split(";", 1)[0])
         assert abs(expires_at - (dt.datetime.now(dt.UTC) + delta)) < dt.timedelta(minutes=5), expires
@@ -137,10 +138,10 @@ def test_a_token_cannot_be_revoked_through_another_partner(cli: Cli, api: TestCl
     assert cli.ok("partner", "tokens", other).stdout == ""
 
 
-def test_errors_are_one_line_and_exit_1(cli: Cli) -> None:
+def test_errors_are_one_line_and_exit_1(cli_in_process: Cli) -> None:
     slug, other = _slug(), _slug()
-    cli.ok("partner", "add", slug, "--name", "First", "--domain", f"{slug}.test")
-    cli.fails(
+    cli_in_process.ok("partner", "add", slug, "--name", "First", "--domain", f"{slug}.test")
+    cli_in_process.fails(
         "partner",
         "add",
         slug,
@@ -150,7 +151,7 @@ def test_errors_are_one_line_and_exit_1(cli: Cli) -> None:
         f"x{slug}.test",
         message=f"partner '{slug}' already exists",
     )
-    cli.fails(
+    cli_in_process.fails(
         "partner",
         "add",
         other,
@@ -160,7 +161,7 @@ def test_errors_are_one_line_and_exit_1(cli: Cli) -> None:
         "not a domain",
         message="'not a domain' is not a valid domain name",
     )
-    cli.fails(
+    cli_in_process.fails(
         "partner",
         "add",
         other,
@@ -170,7 +171,7 @@ def test_errors_are_one_line_and_exit_1(cli: Cli) -> None:
         "localhost",
         message="'localhost' is not a valid domain name",
     )
-    cli.fails(
+    cli_in_process.fails(
         "partner",
         "add",
         other,
@@ -180,7 +181,7 @@ def test_errors_are_one_line_and_exit_1(cli: Cli) -> None:
         "-bad-.test",
         message="'-bad-.test' is not a valid domain name",
     )
-    cli.fails(
+    cli_in_process.fails(
         "partner",
         "add",
         other,
@@ -192,7 +193,7 @@ def test_errors_are_one_line_and_exit_1(cli: Cli) -> None:
         f"{slug.upper()}.test",
         message=f"domain(s) already verified by another partner: {slug}.test",
     )
-    cli.fails(
+    cli_in_process.fails(
         "partner",
         "add",
         "Bad_Slug",
@@ -209,39 +210,41 @@ def test_errors_are_one_line_and_exit_1(cli: Cli) -> None:
         ("revoke-token", missing, "0123456789abcdef"),
         ("domain-policy", missing, "warn"),
     ):
-        cli.fails("partner", *args, message=f"no partner '{missing}'")
-    cli.fails(
+        cli_in_process.fails("partner", *args, message=f"no partner '{missing}'")
+    cli_in_process.fails(
         "partner",
         "revoke-token",
         slug,
         "0123456789abcdef",
         message=f"partner '{slug}' has no token '0123456789abcdef'",
     )
-    cli.fails("partner", "token", slug, "--expires", "0d", message="a token must expire in the future")
-    cli.fails("partner", "token", slug, "--expires", "3000000d", message="a token must expire before the year 10000")
+    cli_in_process.fails("partner", "token", slug, "--expires", "0d", message="a token must expire in the future")
+    cli_in_process.fails(
+        "partner", "token", slug, "--expires", "3000000d", message="a token must expire before the year 10000"
+    )
     # nothing of the refused adds was written
-    listed = [line.split("\t")[0] for line in cli.ok("partner", "list").lines]
+    listed = [line.split("\t")[0] for line in cli_in_process.ok("partner", "list").lines]
     assert slug in listed and other not in listed and "Bad_Slug" not in listed
 
 
-def test_unparseable_duration_is_a_usage_error(cli: Cli) -> None:
+def test_unparseable_duration_is_a_usage_error(cli_in_process: Cli) -> None:
     """A malformed --expires is a usage error (typer's exit 2), explained, without a traceback."""
     slug = _slug()
-    cli.ok("partner", "add", slug, "--name", "Dur", "--domain", f"{slug}.test")
+    cli_in_process.ok("partner", "add", slug, "--name", "Dur", "--domain", f"{slug}.test")
     for expires in ("abc", "1e3", "99999999999d", "d"):
-        result = cli("partner", "token", slug, "--expires", expires)
+        result = cli_in_process("partner", "token", slug, "--expires", expires)
         assert result.code == 2, result
         assert "is not a duration like 90d, 12h or 30m" in result.stderr
-    assert cli.ok("partner", "tokens", slug).stdout == "", "no token was issued"
+    assert cli_in_process.ok("partner", "tokens", slug).stdout == "", "no token was issued"
 
 
-def test_missing_required_options_are_usage_errors(cli: Cli) -> None:
+def test_missing_required_options_are_usage_errors(cli_in_process: Cli) -> None:
     for args in (
         ("partner", "add", _slug(), "--name", "No domain"),
         ("partner", "add", _slug()),
         ("partner", "revoke-token", "acme"),
     ):
-        result = cli(*args)
+        result = cli_in_process(*args)
         assert result.code == 2 and "Missing" in result.stderr, result
 
 

@@ -1,0 +1,3 @@
+"""The admin console: server-rendered pages for operators and partner admins (broker.console.api)."""
+
+__all__: list[str] = []
