@@ -85,6 +85,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.loadgen import _Connection  # noqa: E402  (one keep-alive connection; run_requests cannot chain)
+from bench.profiling import hottest_frames  # noqa: E402
 from broker.db import create_db_engine  # noqa: E402
 from broker.lifecycle.grants import AccessGrant  # noqa: E402
 from broker.settings import Settings  # noqa: E402
@@ -839,27 +840,7 @@ class Profiler:
             self.process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.process.kill()
-        if not self.path.exists():
-            return None
-        inclusive: Counter[str] = Counter()
-        own: Counter[str] = Counter()
-        total = 0
-        for line in self.path.read_text().splitlines():
-            stack, _, count = line.rpartition(" ")
-            if not count.isdigit():
-                continue
-            n = int(count)
-            total += n
-            frames = [f.split(" (")[0] + " " + f.rsplit("/", 1)[-1].rstrip(")") for f in stack.split(";")]
-            for frame in set(frames):
-                inclusive[frame] += n
-            own[frames[-1]] += n
-        return {
-            "file": str(self.path),
-            "samples_holding_gil": total,
-            "inclusive": {k: round(v / total, 3) for k, v in inclusive.most_common(top)} if total else {},
-            "self": {k: round(v / total, 3) for k, v in own.most_common(top)} if total else {},
-        }
+        return hottest_frames(self.path, top)
 
 
 def refresh_tokens(client: Client, count: int, sub: str, email: str, root: str) -> list[str]:

@@ -28,7 +28,7 @@ from broker.audit.log import leaf_data
 from broker.audit.merkle import CompactRange, hash_leaf, verify_consistency, verify_inclusion
 from broker.audit.note import Checkpoint, VerifierKey, open_note, split_note, verify_cosignature
 
-__all__ = ["Report", "read_checkpoint", "verify_export"]
+__all__ = ["Report", "read_checkpoint", "verify_export", "verify_record"]
 
 FORMAT = "entente-audit-export/v1"
 
@@ -51,6 +51,22 @@ def read_checkpoint(note: str, key: VerifierKey | None) -> Checkpoint:
     """A checkpoint from a signed note; its signature is checked when ``key`` is given."""
     text = open_note(note, key) if key is not None else split_note(note)[0]
     return Checkpoint.parse(text)
+
+
+def verify_record(
+    entry: dict[str, Any], *, leaf_index: int, proof: Sequence[bytes], checkpoint_note: str, log_key: VerifierKey
+) -> Checkpoint:
+    """One record against a signed checkpoint, as ``verify_export`` checks each record of a partner slice:
+    the note's signature by ``log_key``, then the entry re-hashed (§2.1.1) and its inclusion proof (§2.1.3.2)
+    recomputed to the signed root. Returns the checkpoint; raises ``VerificationFailed`` naming what failed."""
+    checkpoint = read_checkpoint(checkpoint_note, log_key)
+    if leaf_index >= checkpoint.tree_size:
+        raise InvalidProof(f"leaf {leaf_index} is beyond the checkpoint's {checkpoint.tree_size} leaves")
+    try:
+        verify_inclusion(leaf_index, checkpoint.tree_size, hash_leaf(leaf_data(entry)), proof, checkpoint.root_hash)
+    except InvalidProof as exc:
+        raise InvalidProof(f"leaf {leaf_index} is not in the signed tree ({exc.detail})") from exc
+    return checkpoint
 
 
 def _decode(values: Any, where: str) -> list[bytes]:

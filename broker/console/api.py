@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Form, Request
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.templating import Jinja2Templates
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 
 from broker.audit.log import Actor, append_audit
-from broker.console import views
+from broker.console import checks, views
 from broker.console.auth import (
     Admin,
     LoginRequired,
@@ -44,6 +44,9 @@ from broker.lifecycle import wakeup
 from broker.lifecycle.killswitch import lift_partner, lift_person, suspend_partner, suspend_person
 from broker.lifecycle.outbox import retry_dead_tasks
 from broker.lifecycle.suspensions import live_suspensions
+from broker.policy.loader import PolicyError
+from broker.reports.render import ReportFormat, render
+from broker.reports.runner import stale_access
 from broker.scim.models import ScimUser
 from broker.settings import Settings
 from broker.tenants.models import Partner
@@ -290,11 +293,48 @@ def retry(ctx: CtxDep, slug: str, csrf: Csrf = None, task_id: Annotated[int | No
     return ctx.redirect(f"/console/workspaces?message={quote(f'{count} dead letter(s) of {slug} queued again')}")
 
 
+def _policies(ctx: Ctx, admin: Admin, *, status: int = 200, **context: Any) -> Response:
+    versions = views.policy_versions(ctx.session, admin=admin)
+    if "text" not in context:  # the form starts from the document in force, when there is one
+        documents = versions[0].documents if versions else []
+        context.update(
+            doc_name=documents[0]["name"] if len(documents) == 1 else "console.yaml",
+            text=documents[0]["text"] if len(documents) == 1 else "",
+            keep_others=len(documents) > 1,
+        )
+    return ctx.page("policies.html", admin=admin, status=status, title="Policies", section="policies",
+                    versions=versions, **context)  # fmt: skip
+
+
 @router.get("/policies")
 def policies_page(ctx: CtxDep) -> Response:
     admin = ctx.admin()
-    return ctx.page("policies.html", admin=admin, title="Policies", section="policies",
-                    versions=views.policy_versions(ctx.session, admin=admin))  # fmt: skip
+    return _policies(ctx, admin)
+
+
+@router.post("/policies/dry-run")
+def policy_dry_run(
+    ctx: CtxDep,
+    csrf: Csrf = None,
+    text: Annotated[str, Form()] = "",
+    name: Annotated[str, Form()] = "console.yaml",
+    keep_others: Annotated[str | None, Form()] = None,
+) -> Response:
+    """`entente policy diff` on a pasted document (operators only): who would gain, lose or change access.
+
+    Stored and decided in a transaction that is always rolled back: nothing applied, stored or queued."""
+    check_csrf(ctx.state, csrf)
+    admin = ctx.admin()
+    admin.require_operator()
+    name, keep = name.strip() or "console.yaml", keep_others == "yes"
+    form: dict[str, Any] = {"doc_name": name, "text": text, "keep_others": keep}
+    try:
+        dry = checks.policy_dry_run(ctx.session, admin=admin, actor=ctx.actor(admin), name=name, text=text,
+                                    keep_others=keep)  # fmt: skip
+    except PolicyError as error:
+        ctx.session.rollback()
+        return _policies(ctx, admin, status=400, problems=error.problems, **form)
+    return _policies(ctx, admin, dry=dry, **form)
 
 
 @router.get("/people/{subject_id}")
@@ -306,11 +346,62 @@ def person_page(ctx: CtxDep, subject_id: str, message: str | None = None) -> Res
 
 
 @router.get("/audit")
-def audit_page(ctx: CtxDep) -> Response:
+def audit_page(ctx: CtxDep, leaf: str = "") -> Response:
+    """Recent records and the latest checkpoint; with ``leaf``, that record's inclusion proof, verified."""
     admin = ctx.admin()
+    check = None
+    if leaf.strip():
+        if not (leaf.strip().isascii() and leaf.strip().isdigit()):
+            raise InvalidValue("a leaf index is a whole number (0 or more)")
+        check = checks.check_record(ctx.session, admin=admin, settings=ctx.settings, leaf_index=int(leaf))
     records, checkpoint, slugs = views.audit_page(ctx.session, admin=admin)
+    leaves = checks.leaf_indices(ctx.session, [r.id for r in records if r.id is not None])
     return ctx.page("audit.html", admin=admin, title="Audit log", section="audit", records=records,
-                    checkpoint=checkpoint, slugs=slugs)  # fmt: skip
+                    checkpoint=checkpoint, slugs=slugs, leaves=leaves, check=check, leaf=leaf.strip())  # fmt: skip
+
+
+def _report_request(
+    partner: Annotated[str, Query(max_length=64)] = "",
+    workspace: Annotated[str, Query(max_length=64)] = "",
+    inactive_days: Annotated[str, Query(max_length=6)] = "",
+    silent_days: Annotated[str, Query(max_length=6)] = "",
+    token_expiry_days: Annotated[str, Query(max_length=6)] = "",
+    token_unused_days: Annotated[str, Query(max_length=6)] = "",
+) -> checks.ReportRequest:
+    return checks.ReportRequest(
+        partner.strip(), workspace.strip(), inactive_days, silent_days, token_expiry_days, token_unused_days
+    )
+
+
+ReportDep = Annotated[checks.ReportRequest, Depends(_report_request)]
+_DOWNLOADS = {"csv": (ReportFormat.CSV, "text/csv; charset=utf-8"), "jsonl": (ReportFormat.JSON, "application/jsonl")}
+
+
+@router.get("/reports")
+def reports_page(ctx: CtxDep, asked: ReportDep) -> Response:
+    """The stale-access report of the admin's scope: counts per section (chart and table), first rows of each."""
+    admin = ctx.admin()
+    view = checks.stale_report(
+        ctx.session, ctx.request.app.state.engine, admin=admin, settings=ctx.settings, asked=asked
+    )
+    return ctx.page("reports.html", admin=admin, title="Stale-access report", section="reports", view=view)
+
+
+@router.get("/reports/stale.{ext}")
+def report_download(ctx: CtxDep, ext: str, asked: ReportDep) -> Response:
+    """The whole report as CSV or JSON Lines, streamed, scoped exactly like the page (and /api/reports/stale)."""
+    admin = ctx.admin()
+    if ext not in _DOWNLOADS:
+        raise NotFound(f"no report format {ext!r} (csv or jsonl)")
+    scope, options = checks.report_scope(ctx.session, admin=admin, settings=ctx.settings, asked=asked)
+    ctx.session.rollback()  # the stream reads in its own snapshot; hold nothing meanwhile
+    fmt, media = _DOWNLOADS[ext]
+    rows = stale_access(ctx.request.app.state.engine, scope=scope, options=options)
+    return StreamingResponse(
+        render(rows, fmt),
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="stale-access.{ext}"', **_NO_STORE},
+    )
 
 
 @router.get("/kill")

@@ -64,13 +64,15 @@ def verified_partner_email(identity: FederatedIdentity, domains: frozenset[str])
     return None
 
 
-def _match(session: Session, partner_id: str, condition: Any) -> list[ScimUser]:
-    return list(session.exec(select(ScimUser).where(ScimUser.partner_id == partner_id, condition).limit(2)).all())
+def _match(session: Session, partner_id: str, condition: Any) -> list[Any]:
+    """Up to two matching people: (id, user_name, active) rows only, not the SCIM documents."""
+    columns = select(ScimUser.id, ScimUser.user_name, ScimUser.active)
+    return list(session.exec(columns.where(ScimUser.partner_id == partner_id, condition).limit(2)).all())
 
 
 def _candidates(
     session: Session, connection: IdPConnection, identity: FederatedIdentity, domains: frozenset[str]
-) -> list[ScimUser]:
+) -> list[Any]:
     key = connection.binding_key
     partner_id = connection.partner_id
     if key == BindingKey.EXTERNAL_ID:

@@ -19,7 +19,7 @@ import httpx
 from pydantic import SecretStr
 
 from broker.federation.base import FederationError, IdPAdapter
-from broker.federation.models import IdPConnection, IdPProtocol
+from broker.federation.models import BindingKey, IdPConnection, IdPProtocol
 from broker.federation.oidc import OIDCAdapter, OIDCConfig
 from broker.federation.saml_metadata import parse_idp_metadata
 from broker.settings import Settings
@@ -44,6 +44,13 @@ def _open_oidc(connection: IdPConnection, settings: Settings, transport: httpx.A
     if not connection.issuer or not connection.client_id or not connection.client_secret_sealed:
         raise FederationError(f"IdP connection '{connection.id}' is incomplete (issuer, client id and secret)")
     secret = open_sealed(settings, connection.client_secret_sealed)["client_secret"]
+    needed: tuple[str, ...] = ()  # externalId binding reads only the ID token's sub
+    if connection.binding_key == BindingKey.USER_NAME:
+        needed = (connection.username_claim,)
+    elif connection.binding_key == BindingKey.EMAIL:
+        needed = ("email",)
+    if connection.jit and "email" not in needed:
+        needed = (*needed, "email")  # a person is created only from a verified address
     config = OIDCConfig(
         connection_id=connection.id,
         tenant_id=connection.partner_id,
@@ -55,6 +62,7 @@ def _open_oidc(connection: IdPConnection, settings: Settings, transport: httpx.A
         metadata_ttl=settings.federation_metadata_ttl_seconds,
         leeway=settings.federation_clock_skew_seconds,
         max_age=settings.login_transaction_seconds,
+        needed_claims=needed,
     )
     return OIDCAdapter(config, transport=transport)
 

@@ -75,6 +75,10 @@ class OIDCConfig:
     max_age: int = 600
     """Oldest acceptable ID token ``iat``, in seconds: how long a login may take."""
     scopes: tuple[str, ...] = ("openid", "email", "profile")
+    needed_claims: tuple[str, ...] = ("email",)
+    """What identity binding reads beyond ``sub`` (``broker.federation.binding``): userinfo (OIDC Core
+    §5.3, optional for a relying party) is fetched only when the ID token lacks one of these. Empty
+    for an ``externalId`` binding without JIT, which needs nothing but the ID token's ``sub``."""
 
 
 def _derive(secret: str, label: bytes) -> str:
@@ -271,7 +275,8 @@ class OIDCAdapter:
         return claims
 
     async def complete(self, request: Request, *, state: str, nonce: str) -> FederatedIdentity:
-        """Check the authorization response, redeem the code, validate the ID token (§3.1.3.7)."""
+        """Check the authorization response, redeem the code, validate the ID token (§3.1.3.7); ask
+        userinfo only for claims binding needs that the ID token lacks (``OIDCConfig.needed_claims``)."""
         http = self._http()
         metadata = await self.metadata(http)
         code = self._check_response(request, metadata, state)
@@ -290,7 +295,7 @@ class OIDCAdapter:
         )
         assert self._keys is not None  # set with the metadata
         claims = await validate_id_token(tokens["id_token"], check=check, keys=self._keys, http=http)
-        if "email" not in claims and access_token is not None:
+        if access_token is not None and any(name not in claims for name in self.config.needed_claims):
             extra = await self._userinfo(http, metadata, access_token, claims["sub"])
             if isinstance(extra.get("email"), str):
                 claims = {**claims, "email": extra["email"], "email_verified": extra.get("email_verified")}

@@ -10,6 +10,7 @@ import hashlib
 import ipaddress
 import re
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from sqlmodel import Session, col, select
@@ -64,6 +65,42 @@ def check_issuer(issuer: str) -> str:
     raise InvalidValue(f"issuer '{issuer}' must use https (plain http only on a loopback address)")
 
 
+def _new_connection_id(session: Session, partner: Partner, name: str, username_claim: str) -> str:
+    """The connection's id, once its name and username claim are valid and the partner has no such connection."""
+    if not _NAME_RE.match(name):
+        raise BadRequest(f"connection name '{name}' must be 1-64 lower-case letters, digits or inner hyphens")
+    if not _CLAIM_RE.match(username_claim):
+        raise BadRequest(f"'{username_claim}' is not a claim or attribute name of at most 64 characters")
+    connection_id = f"{partner.slug}.{name}"
+    if session.get(IdPConnection, connection_id) is not None:
+        raise Conflict(f"partner '{partner.slug}' already has an IdP connection named '{name}'")
+    return connection_id
+
+
+def _record_added(session: Session, actor: Actor, connection: IdPConnection, **detail: Any) -> IdPConnection:
+    """Store the new connection with its audit record (never a secret in it) and commit."""
+    session.add(connection)
+    append_audit(
+        session,
+        actor=actor,
+        action="idp.connection.added",
+        partner_id=connection.partner_id,
+        resource_type="IdPConnection",
+        resource_id=connection.id[:64],
+        after={
+            "id": connection.id,
+            "protocol": connection.protocol,
+            "issuer": connection.issuer,
+            "binding_key": connection.binding_key,
+            "username_claim": connection.username_claim,
+            "jit": connection.jit,
+            **detail,
+        },
+    )
+    session.commit()
+    return connection
+
+
 def add_oidc_connection(
     *,
     session: Session,
@@ -80,15 +117,9 @@ def add_oidc_connection(
 ) -> IdPConnection:
     """Add an OIDC IdP for a partner; the client secret is sealed, the audit record never holds it."""
     partner = get_partner(session=session, slug=partner_slug)
-    if not _NAME_RE.match(name):
-        raise BadRequest(f"connection name '{name}' must be 1-64 lower-case letters, digits or inner hyphens")
-    if not _CLAIM_RE.match(username_claim):
-        raise BadRequest(f"'{username_claim}' is not a claim name")
+    connection_id = _new_connection_id(session, partner, name, username_claim)
     if not client_id.strip() or not client_secret:
         raise BadRequest("an OIDC connection needs a client id and a client secret")
-    connection_id = f"{partner.slug}.{name}"
-    if session.get(IdPConnection, connection_id) is not None:
-        raise Conflict(f"partner '{partner.slug}' already has an IdP connection named '{name}'")
     connection = IdPConnection(
         id=connection_id,
         partner_id=partner.id,
@@ -101,26 +132,7 @@ def add_oidc_connection(
         username_claim=username_claim,
         jit=jit,
     )
-    session.add(connection)
-    append_audit(
-        session,
-        actor=actor,
-        action="idp.connection.added",
-        partner_id=partner.id,
-        resource_type="IdPConnection",
-        resource_id=connection_id[:64],
-        after={
-            "id": connection_id,
-            "protocol": connection.protocol,
-            "issuer": connection.issuer,
-            "client_id": connection.client_id,
-            "binding_key": connection.binding_key,
-            "username_claim": username_claim,
-            "jit": jit,
-        },
-    )
-    session.commit()
-    return connection
+    return _record_added(session, actor, connection, client_id=connection.client_id)
 
 
 def add_saml_connection(
@@ -142,14 +154,8 @@ def add_saml_connection(
     ``email_verified``: the operator vouches that the IdP asserts only verified addresses.
     """
     partner = get_partner(session=session, slug=partner_slug)
-    if not _NAME_RE.match(name):
-        raise BadRequest(f"connection name '{name}' must be 1-64 lower-case letters, digits or inner hyphens")
-    if not _CLAIM_RE.match(username_claim):
-        raise BadRequest(f"'{username_claim}' is not an attribute name of at most 64 characters")
+    connection_id = _new_connection_id(session, partner, name, username_claim)
     metadata = parse_idp_metadata(metadata_xml)
-    connection_id = f"{partner.slug}.{name}"
-    if session.get(IdPConnection, connection_id) is not None:
-        raise Conflict(f"partner '{partner.slug}' already has an IdP connection named '{name}'")
     connection = IdPConnection(
         id=connection_id,
         partner_id=partner.id,
@@ -162,30 +168,16 @@ def add_saml_connection(
         jit=jit,
         saml_email_verified=email_verified,
     )
-    session.add(connection)
-    append_audit(
+    return _record_added(
         session,
-        actor=actor,
-        action="idp.connection.added",
-        partner_id=partner.id,
-        resource_type="IdPConnection",
-        resource_id=connection_id[:64],
-        after={
-            "id": connection_id,
-            "protocol": connection.protocol,
-            "issuer": connection.issuer,
-            "sso_url": metadata.sso_url,
-            "certificates_sha256": [
-                hashlib.sha256(base64.b64decode(certificate)).hexdigest() for certificate in metadata.certificates
-            ],
-            "binding_key": connection.binding_key,
-            "username_claim": connection.username_claim,
-            "jit": jit,
-            "email_verified": email_verified,
-        },
+        actor,
+        connection,
+        sso_url=metadata.sso_url,
+        certificates_sha256=[
+            hashlib.sha256(base64.b64decode(certificate)).hexdigest() for certificate in metadata.certificates
+        ],
+        email_verified=email_verified,
     )
-    session.commit()
-    return connection
 
 
 def get_connection(*, session: Session, connection_id: str) -> IdPConnection:

@@ -12,13 +12,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import bindparam
+from sqlalchemy import select as core_select
 from sqlmodel import Session, col, select
 
 from broker.policy.facts import SubjectFacts
 from broker.scim.models import GroupMember, ScimGroup, ScimUser
 from broker.tenants.models import Partner, PartnerDomain
 
-__all__ = ["Person", "flatten_attributes", "load_people", "transitive_user_members"]
+__all__ = ["Person", "flatten_attributes", "load_people", "load_person", "transitive_user_members"]
 
 _ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 
@@ -157,3 +159,79 @@ def transitive_user_members(session: Session, *, partner_id: str, group_ids: Ite
         users |= {member for member, kind in rows if kind == "User"}
         frontier = {member for member, kind in rows if kind == "Group"} - seen
     return users
+
+
+_USERS = ScimUser.__table__  # type: ignore[attr-defined]
+_PARTNERS = Partner.__table__  # type: ignore[attr-defined]
+_DOMAINS = PartnerDomain.__table__  # type: ignore[attr-defined]
+_GROUPS = ScimGroup.__table__  # type: ignore[attr-defined]
+_MEMBERS = GroupMember.__table__  # type: ignore[attr-defined]
+
+_PERSON = (
+    core_select(
+        _PARTNERS.c.slug, _USERS.c.id, _USERS.c.active, _USERS.c.user_name, _USERS.c.attributes, _USERS.c.joined_at
+    )
+    .select_from(_USERS.join(_PARTNERS, _PARTNERS.c.id == _USERS.c.partner_id))
+    .where(_USERS.c.partner_id == bindparam("partner_id"), _USERS.c.id == bindparam("subject_id"))
+)
+_PARTNER_DOMAINS = core_select(_DOMAINS.c.domain).where(_DOMAINS.c.partner_id == bindparam("partner_id"))
+
+
+def _person_groups_statement() -> Any:
+    """The display names of every group one user is in, directly or through nesting: ``_group_names``
+    for one user as a recursive CTE (UNION, so a nesting cycle ends). A group pk that is not a group of
+    the partner is neither named nor followed upwards, as there."""
+    member = _MEMBERS.alias("direct")
+    anchor = core_select(member.c.group_pk.label("pk")).where(
+        member.c.partner_id == bindparam("partner_id"), member.c.member_id == bindparam("subject_id")
+    )
+    found = anchor.cte("person_groups", recursive=True)
+    group = _GROUPS.alias("inner_group")
+    link = _MEMBERS.alias("link")
+    step = (
+        core_select(link.c.group_pk)
+        .select_from(
+            found.join(group, group.c.pk == found.c.pk).join(
+                link, (link.c.member_id == group.c.id) & (link.c.member_type == "Group")
+            )
+        )
+        .where(group.c.partner_id == bindparam("partner_id"), link.c.partner_id == bindparam("partner_id"))
+    )
+    found = found.union(step)
+    named = _GROUPS.alias("named")
+    return (
+        core_select(named.c.display_name)
+        .distinct()
+        .select_from(found.join(named, named.c.pk == found.c.pk))
+        .where(named.c.partner_id == bindparam("partner_id"))
+    )
+
+
+_PERSON_GROUPS = _person_groups_statement()
+
+
+def load_person(session: Session, *, partner_id: str, subject_id: str) -> Person | None:
+    """``load_people`` for one subject in three prebuilt Core queries (the token and UserInfo paths).
+
+    Reads the session's connection directly: call it where the session holds no unflushed changes
+    to the partner's SCIM tables.
+    """
+    connection = session.connection()
+    key = {"partner_id": partner_id, "subject_id": subject_id}
+    user = connection.execute(_PERSON, key).first()
+    if user is None:
+        return None
+    domains = set(connection.execute(_PARTNER_DOMAINS, key).scalars().all())
+    groups = frozenset(connection.execute(_PERSON_GROUPS, key).scalars().all())
+    emails = _verified_emails(user.attributes, user.user_name, domains)
+    facts = SubjectFacts(
+        tenant=user.slug,
+        subject_id=user.id,
+        active=user.active,
+        user_name=user.user_name,
+        groups=groups,
+        attributes=flatten_attributes(user.attributes),
+        verified_emails=frozenset(emails),
+        joined_at=user.joined_at,
+    )
+    return Person(facts=facts, email=emails[0] if emails else None)

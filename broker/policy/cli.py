@@ -7,15 +7,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from broker.clikit import actor, fail, open_session
 from broker.errors import BrokerError, InvalidValue
 from broker.lifecycle import wakeup
-from broker.lifecycle.engine import AccessChange, change_as_row, reconcile_partner
-from broker.policy.store import save_policies
+from broker.lifecycle.engine import AccessChange, change_as_row
+from broker.policy.changes import policy_changes
 from broker.settings import Settings
-from broker.tenants.models import Partner
 
 __all__ = ["policy_app"]
 
@@ -34,11 +33,7 @@ def _documents(files: list[Path]) -> list[tuple[str, str]]:
 
 def _changes(session: Session, files: list[Path]) -> list[AccessChange]:
     """Store the policies and re-decide every partner's people, in the session's open transaction."""
-    policies = save_policies(session, documents=_documents(files), actor=actor())  # PolicyError names file/rule
-    changes: list[AccessChange] = []
-    for partner_id in session.exec(select(Partner.id)).all():
-        changes += reconcile_partner(session, partner_id=partner_id, policies=policies, cause="policy")
-    return changes
+    return policy_changes(session, documents=_documents(files), actor=actor())  # PolicyError names file/rule
 
 
 def _print(changes: list[AccessChange], as_json: bool, *, applied: bool) -> None:

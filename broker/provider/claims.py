@@ -17,7 +17,7 @@ from authlib.oauth2.rfc6749 import scope_to_list
 from sqlalchemy import and_, bindparam, exists, or_, select
 from sqlmodel import Session
 
-from broker.lifecycle.facts import Person, load_people
+from broker.lifecycle.facts import Person, load_person
 from broker.lifecycle.grants import AccessGrant
 from broker.lifecycle.suspensions import Suspension
 from broker.scim.models import ScimUser
@@ -107,7 +107,7 @@ def admit(
     grant = session.connection().execute(_GRANT, key).first()
     if grant is None or not _live_grant(grant, now):
         return None
-    person = load_people(session, partner_id=partner_id, subject_ids=[subject_id]).get(subject_id)
+    person = load_person(session, partner_id=partner_id, subject_id=subject_id)
     if person is None or not person.facts.active:
         return None
     return Principal(

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 from authlib.oauth2.rfc6749.grants import AuthorizationCodeGrant, RefreshTokenGrant
 from authlib.oauth2.rfc7636 import CodeChallenge, create_s256_code_challenge
 from authlib.oidc.core import OpenIDCode, UserInfo
-from sqlalchemy import bindparam, update
+from sqlalchemy import bindparam, insert, update
 from sqlalchemy import select as core_select
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from broker.provider.claims import Principal, admit, admit_without_facts, identity_claims
 from broker.provider.clients import CONFIDENTIAL_METHODS, RegisteredClient, sha256_hex
@@ -36,7 +36,7 @@ from broker.provider.errors import (
 )
 from broker.provider.keys import ALGORITHM
 from broker.provider.models import AuthorizationCode
-from broker.provider.tokens import claim_refresh_token, find_refresh_token_row, revoke_families
+from broker.provider.tokens import claim_refresh_token, find_refresh_token_row, new_family_id, revoke_families
 from broker.sessions.models import LoginSession
 
 if TYPE_CHECKING:
@@ -60,14 +60,20 @@ TOKEN_AUTH_METHODS = [*CONFIDENTIAL_METHODS, "none"]
 """Client authentication at the token and revocation endpoints (RFC 6749 §2.3.1; ``none``: public clients)."""
 _CODES = AuthorizationCode.__table__  # type: ignore[attr-defined]
 _LOGINS = LoginSession.__table__  # type: ignore[attr-defined]
-_LOGIN_CREATED = core_select(_LOGINS.c.created_at).where(_LOGINS.c.id == bindparam("id"))
 _LOGIN_ENDED = core_select(_LOGINS.c.ended_at).where(_LOGINS.c.id == bindparam("id"))
 _CODE = core_select(_CODES).where(_CODES.c.code_sha256 == bindparam("digest"))
 _CODE_FAMILY = core_select(_CODES.c.family_id).where(_CODES.c.code_sha256 == bindparam("digest"))
 _CLAIM_CODE = (
     update(_CODES)
     .where(_CODES.c.code_sha256 == bindparam("digest"), _CODES.c.used_at.is_(None))
-    .values(used_at=bindparam("now"))
+    .values(used_at=bindparam("now"), family_id=bindparam("family"))
+)
+"""Marks the code used and names the family this exchange will open (inserted later in the same transaction)."""
+_INSERT_CODE = insert(_CODES)
+_NONCE_USED = (
+    core_select(_CODES.c.code_sha256)
+    .where(_CODES.c.client_id == bindparam("client_id"), _CODES.c.nonce == bindparam("nonce"))
+    .limit(1)
 )
 
 
@@ -137,6 +143,8 @@ class CodeView:
     code_challenge: str | None
     code_challenge_method: str | None
     auth_time: dt.datetime
+    family_id: str
+    """The token family this exchange opens (already recorded on the code by the claim)."""
 
     def get_redirect_uri(self) -> str:
         return self.redirect_uri
@@ -175,23 +183,25 @@ class EntenteAuthorizationCodeGrant(AuthorizationCodeGrant):  # type: ignore[mis
         server = _server(self)
         user: Principal = request.user
         data = request.payload.data
-        server.session.add(
-            AuthorizationCode(
-                code_sha256=sha256_hex(code),
-                client_id=request.client.client_id,
-                partner_id=user.partner_id,
-                subject_id=user.subject_id,
-                session_id=user.session_id,
-                redirect_uri=request.payload.redirect_uri,
-                scope=request.scope or "",
-                nonce=data.get("nonce"),
-                code_challenge=data.get("code_challenge"),
-                code_challenge_method=data.get("code_challenge_method"),
-                auth_time=user.auth_time,
-                expires_at=server.now + dt.timedelta(seconds=server.settings.oidc_code_seconds),
-            )
+        server.session.connection().execute(
+            _INSERT_CODE,
+            {
+                "code_sha256": sha256_hex(code),
+                "client_id": request.client.client_id,
+                "partner_id": user.partner_id,
+                "subject_id": user.subject_id,
+                "session_id": user.session_id,
+                "redirect_uri": request.payload.redirect_uri,
+                "scope": request.scope or "",
+                "nonce": data.get("nonce"),
+                "code_challenge": data.get("code_challenge"),
+                "code_challenge_method": data.get("code_challenge_method"),
+                "auth_time": user.auth_time,
+                "expires_at": server.now + dt.timedelta(seconds=server.settings.oidc_code_seconds),
+                "used_at": None,
+                "family_id": None,
+            },
         )
-        server.session.flush()
 
     def query_authorization_code(self, code: str, client: RegisteredClient) -> CodeView | None:
         """The unused, unexpired code of this client; a second use revokes its tokens and is refused."""
@@ -202,14 +212,17 @@ class EntenteAuthorizationCodeGrant(AuthorizationCodeGrant):  # type: ignore[mis
         if row is None or not hmac.compare_digest(row.client_id.encode(), client.client_id.encode()):
             return None
         claimed = row.used_at is None and row.expires_at > server.now
+        family_id = new_family_id()
         if claimed:
-            result = connection.execute(_CLAIM_CODE, {"digest": row.code_sha256, "now": server.now})
+            result = connection.execute(
+                _CLAIM_CODE, {"digest": row.code_sha256, "now": server.now, "family": family_id}
+            )
             claimed = result.rowcount == 1
         if not claimed:
             if row.used_at is not None or row.expires_at > server.now:
-                family_id = connection.execute(_CODE_FAMILY, {"digest": row.code_sha256}).scalar()  # as of now
-                if family_id:
-                    revoke_families(session, family_ids=[family_id], reason="code_reuse", now=server.now)
+                used_by = connection.execute(_CODE_FAMILY, {"digest": row.code_sha256}).scalar()  # as of now
+                if used_by:
+                    revoke_families(session, family_ids=[used_by], reason="code_reuse", now=server.now)
                     session.commit()
                 raise InvalidGrantError("the authorization code was already used; its tokens are revoked")
             return None
@@ -225,6 +238,7 @@ class EntenteAuthorizationCodeGrant(AuthorizationCodeGrant):  # type: ignore[mis
             code_challenge=row.code_challenge,
             code_challenge_method=row.code_challenge_method,
             auth_time=row.auth_time,
+            family_id=family_id,
         )
 
     def delete_authorization_code(self, authorization_code: CodeView) -> None:
@@ -257,11 +271,11 @@ class EntenteOpenIDCode(OpenIDCode):  # type: ignore[misc]
 
     def exists_nonce(self, nonce: str, request: EntenteRequest) -> bool:
         """A nonce this client already used in a code: a replayed authentication request."""
-        found = self.server.session.exec(
-            select(AuthorizationCode.code_sha256).where(
-                AuthorizationCode.client_id == request.payload.client_id, AuthorizationCode.nonce == nonce
-            )
-        ).first()
+        found = (
+            self.server.session.connection()
+            .execute(_NONCE_USED, {"client_id": request.payload.client_id, "nonce": nonce})
+            .first()
+        )
         return found is not None
 
     def generate_user_info(self, user: Principal, scope: str) -> UserInfo:
@@ -299,6 +313,8 @@ class RefreshView:
     created_at: dt.datetime
     expires_at: dt.datetime
     """The family's end: no refresh token of it outlives it."""
+    login_created_at: dt.datetime | None = None
+    """When the family's login session started (its ``auth_time``), if that session still exists."""
 
     def check_client(self, client: RegisteredClient) -> bool:
         return self.client_id == client.client_id
@@ -343,6 +359,7 @@ class EntenteRefreshTokenGrant(RefreshTokenGrant):  # type: ignore[misc]
             scope=row.scope,
             created_at=row.family_created_at,
             expires_at=row.family_expires_at,
+            login_created_at=row.login_created_at,
         )
 
     def authenticate_user(self, refresh_token: RefreshView) -> Principal:
@@ -354,15 +371,13 @@ class EntenteRefreshTokenGrant(RefreshTokenGrant):  # type: ignore[misc]
         person's SCIM facts.
         """
         server = _server(self)
-        connection = server.session.connection()
-        login_created = connection.execute(_LOGIN_CREATED, {"id": refresh_token.session_id}).scalar()
         principal = admit_without_facts(
             server.session,
             partner_id=refresh_token.partner_id,
             subject_id=refresh_token.subject_id,
             workspace_id=self.request.client.workspace_id,
             session_id=refresh_token.session_id,
-            auth_time=login_created or refresh_token.created_at,
+            auth_time=refresh_token.login_created_at or refresh_token.created_at,
             now=server.now,
         )
         if principal is None:

@@ -23,7 +23,6 @@ from urllib.parse import urlencode
 
 from authlib.oauth2 import AuthorizationServer
 from authlib.oauth2.rfc9207 import IssuerParameter
-from sqlalchemy import bindparam, update
 from sqlmodel import Session
 
 from broker.provider.claims import Principal, admit, admit_without_facts, identity_claims
@@ -44,7 +43,6 @@ from broker.provider.grants import (
     EntenteRefreshTokenGrant,
 )
 from broker.provider.keys import KeyRing, key_ring
-from broker.provider.models import AuthorizationCode
 from broker.provider.requests import EntenteRequest, OAuthResponse
 from broker.provider.tokens import (
     Issued,
@@ -59,10 +57,6 @@ from broker.types import utcnow
 
 __all__ = ["EntenteAuthorizationServer"]
 
-_CODES = AuthorizationCode.__table__  # type: ignore[attr-defined]
-_SET_CODE_FAMILY = (
-    update(_CODES).where(_CODES.c.code_sha256 == bindparam("digest")).values(family_id=bindparam("family"))
-)
 _JSON_NO_STORE = [("Content-Type", "application/json"), ("Cache-Control", "no-store"), ("Pragma", "no-cache")]
 
 
@@ -98,7 +92,8 @@ class EntenteAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
 
     @cached_property
     def keys(self) -> KeyRing:
-        return key_ring(self.session, settings=self.settings, now=self.now)
+        """The signing and published keys, from this process's short-lived cache (broker.provider.keys)."""
+        return key_ring(self.session, settings=self.settings, now=self.now, cached=True)
 
     # -- what authlib asks a framework integration for --------------------------------------------
     def query_client(self, client_id: str | None) -> RegisteredClient | None:
@@ -161,9 +156,7 @@ class EntenteAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
                 scope=token["scope"],
                 now=self.now,
                 settings=self.settings,
-            )
-            self.session.connection().execute(
-                _SET_CODE_FAMILY, {"digest": request.authorization_code.code_sha256, "family": family.id}
+                family_id=request.authorization_code.family_id,  # the claim already named it on the code
             )
             family_id, family_expires_at = family.id, family.expires_at
         else:

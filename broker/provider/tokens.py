@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -28,16 +29,19 @@ from broker.provider.claims import Principal, admit
 from broker.provider.clients import RegisteredClient, sha256_hex
 from broker.provider.keys import ALGORITHM, KeyRing
 from broker.provider.models import AccessToken, OAuthClient, RefreshToken, TokenFamily
+from broker.sessions.models import LoginSession
 from broker.settings import Settings
 
 __all__ = [
     "ACCESS_TOKEN_TYPE",
     "Issued",
+    "OpenedFamily",
     "TokenRecord",
     "claim_refresh_token",
     "find_refresh_token",
     "find_refresh_token_row",
     "issue_access_token",
+    "new_family_id",
     "new_refresh_token",
     "open_family",
     "record_tokens",
@@ -52,9 +56,11 @@ REFRESH_PREFIX = "ent_rt_"
 _FAMILIES = TokenFamily.__table__  # type: ignore[attr-defined]
 _ACCESS = AccessToken.__table__  # type: ignore[attr-defined]
 _REFRESH = RefreshToken.__table__  # type: ignore[attr-defined]
+_LOGINS = LoginSession.__table__  # type: ignore[attr-defined]
 
 # Prebuilt Core statements for the token endpoint's hot paths (no ORM identity map or unit of work).
 _INSERT_ACCESS = insert(_ACCESS)
+_INSERT_FAMILY = insert(_FAMILIES)
 _INSERT_REFRESH = insert(_REFRESH)
 _FIND_REFRESH = (
     core_select(
@@ -70,10 +76,16 @@ _FIND_REFRESH = (
         _FAMILIES.c.created_at.label("family_created_at"),
         _FAMILIES.c.expires_at.label("family_expires_at"),
         _FAMILIES.c.revoked_at.label("family_revoked_at"),
+        _LOGINS.c.created_at.label("login_created_at"),
     )
-    .select_from(_REFRESH.join(_FAMILIES, _FAMILIES.c.id == _REFRESH.c.family_id))
+    .select_from(
+        _REFRESH.join(_FAMILIES, _FAMILIES.c.id == _REFRESH.c.family_id).outerjoin(
+            _LOGINS, _LOGINS.c.id == _FAMILIES.c.session_id
+        )
+    )
     .where(_REFRESH.c.token_sha256 == bindparam("digest"))
 )
+"""The refresh token, its family and its login session's start (the ``auth_time``; ``None`` once pruned)."""
 _CLAIM_REFRESH = (
     update(_REFRESH)
     .where(_REFRESH.c.token_sha256 == bindparam("digest"), _REFRESH.c.rotated_at.is_(None))
@@ -121,6 +133,19 @@ def new_refresh_token() -> str:
     return f"{REFRESH_PREFIX}{secrets.token_urlsafe(32)}"
 
 
+@dataclass(frozen=True)
+class OpenedFamily:
+    """The family a code exchange opened: what ``record_tokens`` needs of it."""
+
+    id: str
+    expires_at: dt.datetime
+
+
+def new_family_id() -> str:
+    """A token family id (``TokenFamily.id``): chosen when the code is claimed, so the claim records it."""
+    return str(uuid.uuid4())
+
+
 def open_family(
     session: Session,
     *,
@@ -129,19 +154,27 @@ def open_family(
     scope: str,
     now: dt.datetime,
     settings: Settings,
-) -> TokenFamily:
-    """A new family for one code exchange, in the caller's transaction."""
-    family = TokenFamily(
-        client_id=client.client_id,
-        partner_id=principal.partner_id,
-        subject_id=principal.subject_id,
-        session_id=principal.session_id,
-        scope=scope,
-        created_at=now,
-        expires_at=now + dt.timedelta(days=settings.oidc_grant_max_days),
+    family_id: str | None = None,
+) -> OpenedFamily:
+    """A new family for one code exchange, in the caller's transaction (a Core INSERT, run at once)."""
+    family = OpenedFamily(
+        id=family_id or new_family_id(), expires_at=now + dt.timedelta(days=settings.oidc_grant_max_days)
     )
-    session.add(family)
-    session.flush()
+    session.connection().execute(
+        _INSERT_FAMILY,
+        {
+            "id": family.id,
+            "client_id": client.client_id,
+            "partner_id": principal.partner_id,
+            "subject_id": principal.subject_id,
+            "session_id": principal.session_id,
+            "scope": scope,
+            "created_at": now,
+            "expires_at": family.expires_at,
+            "revoked_at": None,
+            "revoke_reason": None,
+        },
+    )
     return family
 
 

@@ -1,7 +1,8 @@
 """The console in a real browser (Debian's chromium through Playwright) against `entente serve` as a real process.
 
 SQLite only, to keep the suite fast: the HTTP-level tests (test_pages.py) cover both databases.
-Every page is visited, its key text must be visible, and a screenshot of each is saved.
+Every page is visited, its key text must be visible, and a screenshot of each is saved (with a policy dry
+run, an audit proof check and the stale-access report).
 """
 
 from __future__ import annotations
@@ -140,8 +141,18 @@ def test_an_operator_uses_every_page_and_the_kill_switch_in_a_browser(served: Se
         _visit(page, shots, f"{served.root}/console/idps", "idps", "No IdP connections.")
         _visit(page, shots, f"{served.root}/console/workspaces", "workspaces", "team-wiki", "Dead letters")
         _visit(page, shots, f"{served.root}/console/policies", "policies", "id: globex-eng")
+        page.get_by_label("Policy YAML").fill("rules: []\n")  # a dry run: grace would lose team-wiki
+        page.get_by_role("button", name="Show what would change").click()
+        expect(page.get_by_text("Nothing was applied.", exact=False)).to_be_visible()
+        expect(page.get_by_role("cell", name="grace@globex.test")).to_be_visible()
+        page.screenshot(path=str(shots / "dry-run.png"), full_page=True)
         _visit(page, shots, f"{served.root}/console/people/{grace}", "person", "team-wiki", "access.gain")
         _visit(page, shots, f"{served.root}/console/audit", "audit", "partner.created", "Latest signed checkpoint")
+        page.get_by_label("Leaf index").fill("0")
+        page.get_by_role("button", name="Check proof").click()
+        expect(page.locator("#proof-result")).to_contain_text("Verified against checkpoint")
+        page.screenshot(path=str(shots / "proof.png"), full_page=True)
+        _visit(page, shots, f"{served.root}/console/reports", "reports", "Download the whole report", token_id)
 
         page.goto(f"{served.root}/console/people/{grace}")
         page.get_by_label("Reason (recorded in the audit log)").fill("stolen laptop")
@@ -154,5 +165,5 @@ def test_an_operator_uses_every_page_and_the_kill_switch_in_a_browser(served: Se
         browser.close()
     assert {p.name for p in shots.iterdir()} >= {
         "login.png", "partners.png", "people.png", "idps.png", "workspaces.png", "policies.png", "person.png",
-        "audit.png", "killed.png", "kill.png",
+        "audit.png", "killed.png", "kill.png", "dry-run.png", "proof.png", "reports.png",
     }  # fmt: skip

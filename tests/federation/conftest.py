@@ -132,6 +132,7 @@ class Tamper(httpx.AsyncBaseTransport):
         default_factory=lambda: RSAKey.generate_key(2048, parameters={"kid": "tests-key", "use": "sig"})
     )
     jwks_fetches: int = 0
+    userinfo_calls: int = 0
 
     def publish_key(self, from_fetch: int = 1) -> None:
         """Add ``key`` to the IdP's JWKS from the ``from_fetch``-th fetch on (2: a rotation mid-flow)."""
@@ -164,6 +165,7 @@ class Tamper(httpx.AsyncBaseTransport):
         if path == "/token":
             hook = self.token
         elif path == "/me":
+            self.userinfo_calls += 1
             hook = self.userinfo
         elif path == "/jwks" and self.jwks is not None:
             number, rewrite = self.jwks_fetches, self.jwks

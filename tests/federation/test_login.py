@@ -2,8 +2,9 @@
 
 The browser is scripted HTTP (``tests/federation/browser.py``); the IdP is npm oidc-provider 9.13.3
 with PKCE required, RFC 9207 ``iss`` in its responses and email claims only at userinfo (its
-default ``conformIdTokenClaims``), so the happy path exercises discovery, PKCE, the ID token, JWKS
-and userinfo together.
+default ``conformIdTokenClaims``), so the happy path exercises discovery, PKCE, the ID token and
+JWKS together, and userinfo too where the binding needs the email (an ``externalId`` binding reads
+only the ID token's ``sub``).
 """
 
 from __future__ import annotations

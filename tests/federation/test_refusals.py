@@ -281,11 +281,26 @@ def test_a_key_rotated_in_mid_flow_is_picked_up(
     assert tamper.jwks_fetches == 2
 
 
-def test_userinfo_of_another_subject_is_refused(fed: Federated, browser: Browser, tamper: Tamper, audit: Audit) -> None:
-    """OIDC Core §5.3.4: userinfo's ``sub`` must be the ID token's (no token substitution)."""
+def test_userinfo_of_another_subject_is_refused(
+    federate: FederateFactory, browser: Browser, tamper: Tamper, audit: Audit
+) -> None:
+    """OIDC Core §5.3.4: userinfo's ``sub`` must be the ID token's (no token substitution).
+
+    An email binding needs the address, which this IdP sends only at userinfo."""
+    fed = federate(binding=BindingKey.EMAIL)
+    sub = fed.account(email=fed.partner.email("uma"))
+    fed.partner.create_user("uma")
     tamper.userinfo = lambda claims: {**claims, "sub": "someone-else"}
-    refused(_sign_in(browser, fed), "token substitution")
+    refused(browser.login(fed.start, sub), "token substitution")
+    assert tamper.userinfo_calls == 1
     failure(audit, fed, "InvalidAssertion")
+
+
+def test_external_id_binding_asks_no_userinfo(fed: Federated, browser: Browser, tamper: Tamper) -> None:
+    """The ID token's ``sub`` is all an externalId binding reads: no userinfo round trip (it is optional)."""
+    tamper.userinfo = lambda claims: {**claims, "sub": "someone-else"}  # would refuse, were it asked
+    assert _sign_in(browser, fed).status_code == 303
+    assert tamper.userinfo_calls == 0
 
 
 # --- binding: unknown, inactive, unverified, out of domain, another partner's ------------------------

@@ -219,3 +219,37 @@ def test_malformed_token_requests(world: World) -> None:
         auth=(rp.client_id, rp.secret or ""),
     )
     _error(repeated, "invalid_request")
+
+
+def test_id_token_groups_resolve_nesting_as_the_engine_does(world: World) -> None:
+    """``load_person`` (the token path's one-person Core loader) gives the facts ``load_people`` gives:
+    groups through nesting (a cycle included), emails, attributes."""
+    from sqlmodel import Session
+
+    from broker.lifecycle.facts import load_people, load_person
+
+    alice = world.person("alice")
+    team = world.partner.create_group("platform", members=[alice["id"]])
+    org = world.partner.create_group("engineering-org", members=[team["id"]])
+    world.partner.create_group("company", members=[org["id"]])
+    looping = world.partner.create_group("loop-a", members=[alice["id"]])
+    other = world.partner.create_group("loop-b", members=[looping["id"]])
+    response = world.partner.client.patch(
+        f"/Groups/{looping['id']}",
+        json={
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "add", "path": "members", "value": [{"value": other["id"]}]}],
+        },
+    )
+    assert response.status_code in (200, 204), response.text
+    world.partner.create_group("unrelated")
+    with Session(world.engine) as session:
+        one = load_person(session, partner_id=world.partner.id, subject_id=alice["id"])
+        many = load_people(session, partner_id=world.partner.id, subject_ids=[alice["id"]])
+        assert load_person(session, partner_id=world.partner.id, subject_id="nobody") is None
+    assert one is not None and one == many[alice["id"]]
+    assert one.facts.groups == {"eng", "platform", "engineering-org", "company", "loop-a", "loop-b"}
+    world.login(alice["id"])
+    rp = world.client()
+    claims = verify_jwt(world.browser, rp.login_flow()["id_token"], typ="JWT", aud=rp.client_id)
+    assert claims["groups"] == sorted(one.facts.groups)
