@@ -152,9 +152,9 @@ class Settings(BaseSettings):
     def _check_siem_secret(cls, value: SecretStr | None) -> SecretStr | None:
         """Fail at load, not at the first batch, when the secret is no Standard Webhooks secret."""
         if value is not None:
-            from connectors.webhook import _secret_key  # the connector's own parser: one definition
+            from connectors.webhook import webhook_hmac_key  # the connector's own parser: one definition
 
-            _secret_key(value.get_secret_value())
+            webhook_hmac_key(value.get_secret_value())
         return value
 
     @field_validator("siem_syslog")

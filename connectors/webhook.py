@@ -62,7 +62,7 @@ from connectors.base import (
 )
 from connectors.http import HttpApi
 
-__all__ = ["WebhookConnectorConfig", "WebhookConnector", "sign"]
+__all__ = ["SECRET_PREFIX", "WebhookConnector", "WebhookConnectorConfig", "sign", "webhook_hmac_key"]
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the spec's fixed prefix, not a secret
 MIN_SECRET_BYTES = 24
@@ -70,7 +70,7 @@ MAX_SECRET_BYTES = 64
 """The spec's key sizes: between 24 and 64 random bytes."""
 
 
-def _secret_key(secret: str) -> bytes:
+def webhook_hmac_key(secret: str) -> bytes:
     """The HMAC key inside ``whsec_<base64>``; ValueError if the text is no such secret."""
     if not secret.startswith(SECRET_PREFIX):
         raise ValueError(f"a Standard Webhooks secret starts with {SECRET_PREFIX!r}")
@@ -105,7 +105,7 @@ class WebhookConnectorConfig(ConnectorConfig):
     @classmethod
     def _check_secret(cls, value: SecretStr) -> SecretStr:
         """Fail at load, not at the first event, when the secret is malformed."""
-        _secret_key(value.get_secret_value())
+        webhook_hmac_key(value.get_secret_value())
         return value
 
     def open(self, http: httpx.AsyncClient) -> WebhookConnector:
@@ -148,7 +148,7 @@ class WebhookConnector:
     def __init__(self, config: WebhookConnectorConfig, http: httpx.AsyncClient) -> None:
         self._config = config
         self._api = HttpApi(http)  # every URL is absolute: the endpoint, accounts_url and its next links
-        self._key = _secret_key(config.secret.get_secret_value())
+        self._key = webhook_hmac_key(config.secret.get_secret_value())
 
     def _headers(self, msg_id: str, body: bytes) -> dict[str, str]:
         """The three Standard Webhooks headers for this message, timestamped now."""

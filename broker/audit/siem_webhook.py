@@ -32,7 +32,7 @@ from broker.audit.errors import SiemUnavailable
 from broker.audit.siem_base import ShippedRecord
 from broker.audit.verify import FORMAT
 from connectors.base import parse_retry_after
-from connectors.webhook import _secret_key, sign
+from connectors.webhook import sign, webhook_hmac_key
 
 __all__ = ["EVENT_TYPE", "WebhookSink"]
 
@@ -47,7 +47,7 @@ class WebhookSink:
     def __init__(self, *, url: str, secret: str, timeout: float, name: str = "webhook") -> None:
         self.name = name
         self._url = url
-        self._key = _secret_key(secret)
+        self._key = webhook_hmac_key(secret)
         self._client = httpx.Client(timeout=timeout)
 
     def describe(self) -> str:

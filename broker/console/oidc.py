@@ -39,7 +39,7 @@ from broker.provider.keys import key_ring
 from broker.settings import Settings
 from broker.workspaces.models import OnLeave, Workspace
 from broker.workspaces.service import add_workspace, connector_config
-from connectors.webhook import SECRET_PREFIX, _secret_key, sign
+from connectors.webhook import SECRET_PREFIX, sign, webhook_hmac_key
 
 __all__ = [
     "CALLBACK_PATH",
@@ -187,7 +187,7 @@ def verify_hook(session: Session, *, settings: Settings, headers: dict[str, str]
     if abs(time.time() - timestamp) > _HOOK_TOLERANCE_SECONDS:
         return False
     config = connector_config(settings, workspace)
-    key = _secret_key(config.secret.get_secret_value())  # type: ignore[attr-defined]
+    key = webhook_hmac_key(config.secret.get_secret_value())  # type: ignore[attr-defined]
     expected = sign(key=key, msg_id=headers.get("webhook-id", ""), timestamp=timestamp, body=body)
     sent = headers.get("webhook-signature", "").split()
     return any(secrets.compare_digest(s.encode(), expected.encode()) for s in sent)
