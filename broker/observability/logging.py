@@ -121,6 +121,8 @@ def log_config(settings: Settings) -> dict[str, Any]:
             "uvicorn": {"handlers": [], "level": level, "propagate": True},
             "uvicorn.error": {"handlers": [], "level": level, "propagate": True},
             "uvicorn.access": {"handlers": [], "level": level, "propagate": True},
+            # APScheduler logs every run of the per-second audit job at INFO: its failures are what matter.
+            "apscheduler": {"handlers": [], "level": "WARNING", "propagate": True},
         },
         "root": {"handlers": ["default"], "level": level},
     }
