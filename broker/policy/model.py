@@ -287,6 +287,15 @@ class Rule(BaseModel):
         ),
     )
 
+    inactive_after: Duration | None = Field(
+        default=None,
+        description=(
+            "For the stale-access report: the partner's people count as inactive after this long with neither a "
+            "login nor a SCIM change ('90d', 'P12W'). The shortest of a partner's rules applies to the partner; "
+            "unset everywhere: the report's default (ENTENTE_REPORT_INACTIVE_DAYS or --inactive-days)."
+        ),
+    )
+
     @model_validator(mode="after")
     def _one_grant_per_workspace(self) -> Rule:
         """Two roles for one workspace in one rule would have no author-visible winner."""

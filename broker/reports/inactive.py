@@ -37,7 +37,7 @@ def inactive_people(
 ) -> Iterator[InactivePerson]:
     """The partner's inactive people (holding a grant in ``workspace``, if given), in creation order."""
     u, s, g = _USERS, _SESSIONS, _GRANTS
-    cutoff = options.ago(options.inactive_days)
+    cutoff = options.ago(options.inactive_days_for(partner.slug))
     logins = (
         select(s.c.subject_id, func.max(s.c.created_at).label("last_login"))
         .where(s.c.partner_id == partner.id)

@@ -7,11 +7,15 @@ the partners (a few) and the workspace slugs (a few) are loaded up front.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Iterator, Mapping
 from typing import Protocol
 
 from sqlalchemy.engine import Connection, Engine
+from sqlmodel import Session
 
+from broker.policy.store import active_policies
 from broker.reports.expired_grants import expired_grants
 from broker.reports.feeds import silent_feeds
 from broker.reports.inactive import inactive_people
@@ -29,7 +33,7 @@ from broker.reports.scope import (
 from broker.reports.snapshot import report_connection
 from broker.reports.tokens import scim_tokens
 
-__all__ = ["SECTIONS", "SectionQuery", "stale_access", "stale_access_rows"]
+__all__ = ["SECTIONS", "SectionQuery", "policy_inactivity_days", "stale_access", "stale_access_rows"]
 
 
 class SectionQuery(Protocol):
@@ -57,8 +61,24 @@ SECTIONS: tuple[SectionQuery, ...] = (
 """In report order (``broker.reports.rows.Section``)."""
 
 
+def policy_inactivity_days(connection: Connection) -> dict[str, int]:
+    """Partner slug -> the shortest ``inactive_after`` its rules in force set, in whole days (at least 1)."""
+    with Session(bind=connection) as session:
+        rules = active_policies(session).rules
+    days: dict[str, int] = {}
+    for rule in rules:
+        if rule.inactive_after is not None:
+            threshold = max(1, math.ceil(rule.inactive_after.total_seconds() / 86400))
+            days[rule.tenant] = min(threshold, days.get(rule.tenant, threshold))
+    return days
+
+
 def stale_access_rows(connection: Connection, *, scope: ReportScope, options: ReportOptions) -> Iterator[ReportRow]:
-    """Every row of the report on this connection: partners by slug, then sections in order."""
+    """Every row of the report on this connection: partners by slug, then sections in order.
+
+    A partner whose policy rules set ``inactive_after`` is measured by that, the others by ``options``.
+    """
+    options = dataclasses.replace(options, inactive_days_by_partner=policy_inactivity_days(connection))
     partners = partners_in_scope(connection, scope)
     slugs = workspace_slugs(connection)
     for partner in partners:

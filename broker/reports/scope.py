@@ -66,6 +66,12 @@ class ReportOptions:
     token_expiry_days: int
     token_unused_days: int
     now: dt.datetime
+    inactive_days_by_partner: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    """Partner slug -> the threshold its policy rules set (``inactive_after``); others use ``inactive_days``."""
+
+    def inactive_days_for(self, partner_slug: str) -> int:
+        """The partner's own threshold if its policy sets one, else the report's."""
+        return self.inactive_days_by_partner.get(partner_slug, self.inactive_days)
 
     @classmethod
     def from_settings(

@@ -212,3 +212,36 @@ def test_an_orphan_leaves_the_report_once_granted(engine: Engine, scenario: Scen
         rows = list(stale_access_rows(session.connection(), scope=scope, options=s.options(now)))
         session.rollback()
     assert _section(rows, Section.ORPHANED_ACCOUNTS) == []
+
+
+def test_a_partners_policy_sets_its_own_inactivity_threshold(engine: Engine, scenario: Scenario) -> None:
+    """``inactive_after`` on a partner's rules measures that partner (the shortest wins); others keep the default."""
+    from broker.audit.log import Actor
+    from broker.policy.store import save_policies
+
+    s, now = scenario, utcnow()
+    wide = ReportOptions(inactive_days=110, silent_feed_days=30, token_expiry_days=30, token_unused_days=30, now=now)
+    text = f"""
+rules:
+- id: {s.a.slug}-stale-long
+  tenant: {s.a.slug}
+  when: {{}}
+  grant: [{{ workspace: ws-any, role: member }}]
+  inactive_after: 12w
+- id: {s.a.slug}-stale-short
+  tenant: {s.a.slug}
+  when: {{}}
+  grant: [{{ workspace: ws-other, role: member }}]
+  inactive_after: 5d
+"""
+    with Session(engine) as session:
+        save_policies(session, documents=[("stale.yaml", text)], actor=Actor(kind="cli", id="test"))
+        session.flush()
+        a_rows = list(stale_access_rows(session.connection(), scope=s.scope(s.a), options=wide))
+        b_rows = list(stale_access_rows(session.connection(), scope=s.scope(s.b), options=wide))
+        session.rollback()  # the policy set in force stays the scenario's
+    assert [r.subject_id for r in _section(a_rows, Section.INACTIVE_PEOPLE)] == [
+        s.people[name]["id"] for name in ("ann", "bob", "cat")
+    ]
+    b_default = list(stale_access(engine, scope=s.scope(s.b), options=wide))
+    assert _section(b_rows, Section.INACTIVE_PEOPLE) == _section(b_default, Section.INACTIVE_PEOPLE)
