@@ -28,6 +28,7 @@ from broker.audit.log import Actor
 from broker.errors import BadRequest, BrokerError
 from broker.federation.base import FederatedIdentity, UnknownPerson, UntrustedIssuer
 from broker.federation.models import BindingKey, IdPConnection
+from broker.lifecycle.suspensions import suspended_subjects
 from broker.scim.auth import ScimCaller
 from broker.scim.models import ScimUser, ScimValue
 from broker.scim.normalize import CORE_USER
@@ -38,6 +39,9 @@ from broker.tenants.models import Partner, PartnerStatus
 from broker.tenants.service import normalize_domain, partner_domains
 
 __all__ = ["BoundPerson", "bind_identity", "verified_partner_email"]
+
+_NOBODY = ""
+"""A subject id no person has: only a partner-wide suspension covers it (before a JIT person exists)."""
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,8 @@ def bind_identity(
         )
     if not found:
         if connection.jit:
+            if suspended_subjects(session, partner_id=partner.id, subject_ids=[_NOBODY]):  # partner-wide only
+                raise UnknownPerson(f"{partner.name}'s access through Entente is suspended by its operator")
             return _create(session, settings, partner, connection, identity, domains)
         raise UnknownPerson(
             f"you are not (yet) in {partner.name}'s directory at Entente; ask your administrator to provision you"
@@ -168,4 +174,6 @@ def bind_identity(
     person = found[0]
     if not person.active:
         raise UnknownPerson(f"your account at Entente is deactivated by {partner.name}")
+    if suspended_subjects(session, partner_id=partner.id, subject_ids=[person.id]):
+        raise UnknownPerson("your access through Entente is suspended by its operator (kill switch)")
     return BoundPerson(subject_id=person.id, user_name=person.user_name, created=False)

@@ -147,3 +147,29 @@ def test_email_verified_must_be_json_true(claim: object, verified: bool) -> None
     assert identity.email_verified is verified
     assert identity.authn_at == dt.datetime.fromtimestamp(1_700_000_000, dt.UTC)
     assert "iat" not in identity.attributes and identity.attributes["email"] == ("a@acme.test",)
+
+
+def test_a_person_under_the_kill_switch_cannot_sign_in(
+    make_partner: MakePartner, engine: Engine, settings: Settings
+) -> None:
+    from broker.lifecycle.killswitch import lift_person, suspend_partner, suspend_person
+
+    partner = make_partner()
+    person = partner.create_user("k", externalId="sub-k")
+    partner.create_user("other", externalId="sub-o")
+    connection = _connection(engine, settings, partner, BindingKey.EXTERNAL_ID, jit=True)
+    operator = Actor("cli", "tests")
+    with Session(engine) as session:
+        suspend_person(session, partner_slug=partner.slug, person=person["id"], reason="stolen laptop", actor=operator)
+    with pytest.raises(UnknownPerson, match="suspended by its operator"):
+        _bind(engine, settings, connection, _identity(partner, subject="sub-k"))
+    assert _bind(engine, settings, connection, _identity(partner, subject="sub-o")), "only that person is refused"
+    with Session(engine) as session:
+        lift_person(session, partner_slug=partner.slug, person=person["id"], reason="found", actor=operator)
+    assert _bind(engine, settings, connection, _identity(partner, subject="sub-k")) == person["id"]
+    with Session(engine) as session:
+        suspend_partner(session, partner_slug=partner.slug, reason="contract ended", actor=operator)
+    with pytest.raises(UnknownPerson, match="suspended by its operator"):
+        _bind(engine, settings, connection, _identity(partner, subject="sub-o"))
+    with pytest.raises(UnknownPerson, match="suspended by its operator"):  # nor is anyone created just in time
+        _bind(engine, settings, connection, _identity(partner, subject="sub-new", email=f"new@{partner.domain}"))
