@@ -19,7 +19,7 @@ from broker.db import create_db_engine
 from broker.errors import BrokerError, InvalidValue, NotFound
 from broker.federation.api import router as login_router
 from broker.federation.cache import adapter_cache
-from broker.lifecycle.scheduler import start_scheduler
+from broker.lifecycle.scheduler import start_scheduler, stop_scheduler
 from broker.lifecycle.worker import DeliveryWorker
 from broker.observability.api import install_observability
 from broker.provider.api import router as provider_router
@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             stop.set()
-            scheduler.shutdown(wait=False)
+            await stop_scheduler(scheduler)
             await delivery
             await adapter_cache(app.state).aclose()
             engine.dispose()

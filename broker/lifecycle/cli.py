@@ -16,7 +16,7 @@ from broker.db import create_db_engine, migrate
 from broker.errors import BrokerError, InvalidValue
 from broker.lifecycle import wakeup
 from broker.lifecycle.outbox import DeliveryTask, TaskState, retry_dead_tasks
-from broker.lifecycle.scheduler import start_scheduler
+from broker.lifecycle.scheduler import start_scheduler, stop_scheduler
 from broker.lifecycle.worker import DeliveryWorker
 from broker.provider.logout import LogoutSender
 from broker.settings import Settings
@@ -120,7 +120,7 @@ def worker() -> None:
                 SignalSender(engine=engine, settings=settings).run(stop),
             )
         finally:
-            scheduler.shutdown(wait=False)
+            await stop_scheduler(scheduler)
             engine.dispose()
 
     typer.echo("delivery worker running; Ctrl-C stops it")

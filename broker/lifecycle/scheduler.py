@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import Engine
@@ -18,7 +18,7 @@ from broker.lifecycle import wakeup
 from broker.lifecycle.engine import expire_grants
 from broker.settings import Settings
 
-__all__ = ["end_expired_grants", "start_scheduler"]
+__all__ = ["end_expired_grants", "start_scheduler", "stop_scheduler"]
 
 log = logging.getLogger("entente.scheduler")
 
@@ -33,13 +33,32 @@ def end_expired_grants(engine: Engine) -> int:
     return len(changes)
 
 
-async def _in_thread(function: Callable[..., object], *args: object) -> None:
-    """Run a job's blocking work in a thread; at shutdown, leave it to finish instead of logging a traceback.
+_running: set[asyncio.Task[Any]] = set()
+"""Job runs in progress in this process, so that ``stop_scheduler`` can let them finish."""
 
-    The thread cannot be cancelled anyway, and APScheduler logs a cancelled job as a failure.
+
+async def _in_thread(function: Callable[..., object], *args: object) -> None:
+    """Run a job's blocking work in a thread, registered as running until it ends."""
+    task = asyncio.current_task()  # APScheduler runs each coroutine job as a task
+    if task is not None:
+        _running.add(task)
+        task.add_done_callback(_running.discard)
+    await asyncio.to_thread(function, *args)
+
+
+async def stop_scheduler(scheduler: AsyncIOScheduler, *, timeout: float = 10.0) -> None:
+    """Start no more runs, let the runs in progress finish, then shut down.
+
+    APScheduler cancels the runs still in progress at shutdown and logs each as a failed job; a
+    run's thread cannot be cancelled anyway, so it is waited for (up to ``timeout``) instead.
     """
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.to_thread(function, *args)
+    scheduler.pause()
+    loop = asyncio.get_running_loop()
+    mine = [task for task in list(_running) if task.get_loop() is loop]  # tests run apps on several loops
+    if mine:
+        await asyncio.wait(mine, timeout=timeout)
+    await asyncio.sleep(0)  # the executor's done-callbacks of those runs
+    scheduler.shutdown(wait=False)
 
 
 def start_scheduler(engine: Engine, settings: Settings) -> AsyncIOScheduler:
