@@ -59,7 +59,14 @@ _HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=str(_HERE / "templates"))
 templates.env.filters["when"] = lambda value: value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "—"
 router = APIRouter(prefix="/console", include_in_schema=False)
-_NO_STORE = {"Cache-Control": "no-store"}
+_NO_STORE = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
+"""Every console answer: never cached, never framed (a framed kill-switch or sign-in form is a
+clickjacking target, RFC 9700 §4.16), no ``Referer`` to other sites."""
 
 
 @dataclass

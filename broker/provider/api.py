@@ -47,7 +47,17 @@ __all__ = ["router"]
 AUTHORIZE_PATH = "/oidc/authorize"
 MAX_FORM_BYTES = 64 * 1024
 MAX_FIELDS = 64
-_HTML = [("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store")]
+_HTML = [
+    ("Content-Type", "text/html; charset=utf-8"),
+    ("Cache-Control", "no-store"),
+    ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'; base-uri 'none'"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Content-Type-Options", "nosniff"),
+]
+"""Headers of the provider's own pages (the logout confirmation): never cached, never framed (RFC 9700
+§4.16 clickjacking), no ``Referer`` leaving them (§4.2.2), no content sniffing."""
+_REDIRECTS = (301, 302, 303)
 _SIGNED_OUT = "<!doctype html><title>Signed out</title><p>You are signed out of Entente.</p>"
 
 Work = Callable[[EntenteAuthorizationServer, EntenteRequest], OAuthResponse]
@@ -98,14 +108,21 @@ async def _form(request: Request) -> list[tuple[str, str]]:
         raise InvalidRequestError("the body is not UTF-8") from None
 
 
-def _render(response: OAuthResponse) -> Response:
+def _render(response: OAuthResponse, *, method: str = "GET") -> Response:
+    """The Starlette response; every redirect is uncached and sends no ``Referer`` on (RFC 9700 §4.2.4),
+    and a redirect answering a POST is a 303, which makes the browser follow with a GET and never
+    re-send the form (authlib answers 302; RFC 9700 §4.12: never a 307, a 303 after a POST)."""
     body = response.body
     content = json.dumps(body).encode() if isinstance(body, dict) else body.encode()
-    rendered = Response(content=content, status_code=response.status)
+    status = 303 if method == "POST" and response.status == 302 else response.status
+    rendered = Response(content=content, status_code=status)
     for name, value in response.headers:
         rendered.headers.append(name, value)
-    if response.status in (301, 302, 303) and "cache-control" not in rendered.headers:
-        rendered.headers["Cache-Control"] = "no-store"
+    if status in _REDIRECTS:
+        if "cache-control" not in rendered.headers:
+            rendered.headers["Cache-Control"] = "no-store"
+        if "referrer-policy" not in rendered.headers:
+            rendered.headers["Referrer-Policy"] = "no-referrer"
     return rendered
 
 
@@ -117,7 +134,7 @@ async def _serve(request: Request, work: Work, *, login: bool = False) -> Respon
         form = await _form(request)
         query = _pairs(request.url.query)
     except OAuth2Error as error:
-        return _render(OAuthResponse(*error()))
+        return _render(OAuthResponse(*error()), method=request.method)
     cookie = request.cookies.get(COOKIE_NAME) if login else None
     uri = f"{settings.public_base_url.rstrip('/')}{request.url.path}"
 
@@ -143,7 +160,7 @@ async def _serve(request: Request, work: Work, *, login: bool = False) -> Respon
                 session.rollback()
             return response
 
-    return _render(await run_in_threadpool(run))
+    return _render(await run_in_threadpool(run), method=request.method)
 
 
 @router.get("/oidc/.well-known/openid-configuration")

@@ -51,7 +51,8 @@ def test_post_authorization_request_works_like_get(world: World) -> None:
     world.login(alice["id"])
     rp = world.client()
     response = world.browser.post("/oidc/authorize", data=rp.authorize_params())
-    assert "code" in query_of(response)
+    assert response.status_code == 303, response.text  # after a POST, never a 302 or 307 (RFC 9700 §4.12)
+    assert "code" in parse_qs(urlsplit(response.headers["location"]).query)
 
 
 def test_no_session_sends_the_browser_to_login_and_back(world: World) -> None:
