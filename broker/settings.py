@@ -171,6 +171,7 @@ class Settings(BaseSettings):
         if (self.siem_webhook_url is None) != (self.siem_webhook_secret is None):
             raise ValueError("ENTENTE_SIEM_WEBHOOK_URL and ENTENTE_SIEM_WEBHOOK_SECRET are set together or not at all")
         return self
+
     login_session_minutes: int = Field(
         default=480, ge=1, description="Lifetime of a login session at Entente after a federated login."
     )

@@ -50,9 +50,7 @@ def get_stale_report(
 ) -> StreamingResponse:
     """Orphaned accounts, inactive people, expired grants, pending revocations, silent feeds and SCIM tokens."""
     # resolved now, so an unknown slug is an error response and not a broken stream
-    scope = resolve_scope(
-        session, partner_slug=partner, workspace_slug=workspace, caller_partner_id=reader.partner_id
-    )
+    scope = resolve_scope(session, partner_slug=partner, workspace_slug=workspace, caller_partner_id=reader.partner_id)
     options = ReportOptions.from_settings(
         request.app.state.settings,
         inactive_days=inactive_days,

@@ -37,9 +37,18 @@ def pending_revocations(
     t, u = _TASKS, _USERS
     query = (
         select(
-            t.c.id, t.c.workspace_id, t.c.subject_id, t.c.action, t.c.state, t.c.attempts, t.c.cause,
-            t.c.accepted_at, t.c.last_error, u.c.user_name, u.c.active,
-        )  # fmt: skip
+            t.c.id,
+            t.c.workspace_id,
+            t.c.subject_id,
+            t.c.action,
+            t.c.state,
+            t.c.attempts,
+            t.c.cause,
+            t.c.accepted_at,
+            t.c.last_error,
+            u.c.user_name,
+            u.c.active,
+        )
         .select_from(t.outerjoin(u, and_(u.c.id == t.c.subject_id, u.c.partner_id == t.c.partner_id)))
         .where(t.c.partner_id == partner.id, t.c.action.in_(REVOCATIONS))
         .order_by(t.c.accepted_at, t.c.id)

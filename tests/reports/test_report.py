@@ -179,17 +179,13 @@ def test_workspace_scope(engine: Engine, scenario: Scenario) -> None:
 
 def test_thresholds_come_from_the_options(engine: Engine, scenario: Scenario) -> None:
     s, now = scenario, utcnow()
-    wide = ReportOptions(
-        inactive_days=110, silent_feed_days=90, token_expiry_days=0, token_unused_days=90, now=now
-    )
+    wide = ReportOptions(inactive_days=110, silent_feed_days=90, token_expiry_days=0, token_unused_days=90, now=now)
     rows = list(stale_access(engine, scope=s.scope(s.a), options=wide))
     assert [r.subject_id for r in _section(rows, Section.INACTIVE_PEOPLE)] == [s.people["ann"]["id"]]
     assert _section(rows, Section.SCIM_TOKENS) == []
     b_rows = list(stale_access(engine, scope=s.scope(s.b), options=wide))
     assert _section(b_rows, Section.SILENT_FEEDS) == []
-    narrow = ReportOptions(
-        inactive_days=5, silent_feed_days=30, token_expiry_days=30, token_unused_days=30, now=now
-    )
+    narrow = ReportOptions(inactive_days=5, silent_feed_days=30, token_expiry_days=30, token_unused_days=30, now=now)
     rows = list(stale_access(engine, scope=s.scope(s.a), options=narrow))
     assert [r.subject_id for r in _section(rows, Section.INACTIVE_PEOPLE)] == [
         s.people[name]["id"] for name in ("ann", "bob", "cat")
