@@ -39,6 +39,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from sqlalchemy import func, insert, select, text  # noqa: E402
 from sqlmodel import Session  # noqa: E402
 
+from bench.harness import PG_URL, drop_database, new_database  # noqa: E402
 from broker.audit.checkpoints import load_log_key, make_checkpoint  # noqa: E402
 from broker.audit.export import export_lines  # noqa: E402
 from broker.audit.log import AuditRecord, leaf_data  # noqa: E402
@@ -55,6 +56,8 @@ TOKEN = "ent_audit_bench"
 
 
 def pct(values: list[float], q: float) -> float:
+    """Element int(q·n) of the sorted list (p50: the upper middle), as this benchmark's figures always were;
+    not harness.pct's nearest rank."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
@@ -97,20 +100,11 @@ def main() -> None:
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--leaves", type=int, default=100_000)
     parser.add_argument("--samples", type=int, default=1000)
-    parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432")
+    parser.add_argument("--pg", default=PG_URL)
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="audit-bench-"))
-    pg_name = None
-    if args.database == "sqlite":
-        url = f"sqlite:///{workdir / 'entente.db'}"
-    else:
-        import psycopg
-
-        pg_name = f"entente_bench_audit_{int(time.time())}"
-        with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True) as c:
-            c.execute(f'CREATE DATABASE "{pg_name}"')
-        url = f"{args.pg}/{pg_name}"
+    url, pg_name = new_database(args.database, workdir, "entente_bench_audit", url_base=args.pg)
     settings = Settings(
         database_url=url,
         audit_signing_key=base64.b64encode(b"\x07" * 32).decode(),
@@ -205,11 +199,7 @@ def main() -> None:
             results["tree_tables_mb"] = round(bytes_ / 1e6, 1)
         engine.dispose()
     finally:
-        if pg_name:
-            import psycopg
-
-            with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True) as c:
-                c.execute(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
+        drop_database(pg_name)
 
     out = ROOT / "bench" / "results" / f"audit-proofs-{args.database}-{args.leaves}.json"
     out.write_text(json.dumps(results, indent=2) + "\n")

@@ -41,8 +41,6 @@ import json
 import os
 import platform
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,14 +51,24 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 from cryptography.fernet import Fernet
 from sqlalchemy import Engine, func, select
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.profiling import hottest_frames  # noqa: E402
+from bench.harness import (  # noqa: E402
+    BIN,
+    Profiler,
+    drop_database,
+    entente,
+    free_port,
+    git_state,
+    new_database,
+    stop,
+    summary,
+    wait_http,
+)
 from broker.db import create_db_engine  # noqa: E402
 from broker.lifecycle.grants import WorkspaceAccount  # noqa: E402
 from broker.lifecycle.outbox import DeliveryReceipt, DeliveryTask  # noqa: E402
@@ -72,61 +80,10 @@ GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 BULK = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
 DOMAIN = "fanout.test"
-BIN = Path(sys.executable).parent
-PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 _RECEIPTS = DeliveryReceipt.__table__  # type: ignore[attr-defined]
 _TASKS = DeliveryTask.__table__  # type: ignore[attr-defined]
 _ACCOUNTS = WorkspaceAccount.__table__  # type: ignore[attr-defined]
 _WORKSPACES = Workspace.__table__  # type: ignore[attr-defined]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def pct(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..1) of a non-empty list."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, int(round(q * len(ordered) + 0.5)) - 1))]
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {"n": 0}
-    return {
-        "n": len(values),
-        "p50": pct(values, 0.50),
-        "p90": pct(values, 0.90),
-        "p99": pct(values, 0.99),
-        "max": max(values),
-        "mean": statistics.fmean(values),
-    }
-
-
-def wait_http(url: str, process: subprocess.Popen[bytes], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{what} did not answer {url} within {timeout:.0f}s")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 # -- the targets ----------------------------------------------------------------------------------
@@ -192,32 +149,7 @@ class Targets:
             stop(process)
 
 
-# -- the database ---------------------------------------------------------------------------------
-def new_database(kind: str, scratch: Path) -> tuple[str, str | None]:
-    if kind == "sqlite":
-        return f"sqlite:///{scratch}/entente.db", None
-    name = f"entente_fanout_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}", name
-
-
-def drop_database(name: str | None) -> None:
-    if name:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 # -- Entente through its CLI ----------------------------------------------------------------------
-def entente(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(  # noqa: S603 - our console script, our arguments
-        [str(BIN / "entente"), *args], env=env, capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"entente {' '.join(args[:3])} failed ({done.returncode}): {done.stderr or done.stdout}")
-    return done.stdout
-
-
 def policy_yaml(slugs: list[str], burst_slugs: list[str]) -> str:
     lines = [
         "- id: fanout-eng",
@@ -393,16 +325,6 @@ def ms(delta: dt.timedelta) -> float:
     return delta.total_seconds() * 1000
 
 
-def git_state() -> dict[str, Any]:
-    """The commit measured, and whether the working tree differed from it (other work in progress)."""
-
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)  # noqa: S603, S607
-        return done.stdout.strip()
-
-    return {"commit": git("rev-parse", "HEAD"), "dirty": sorted(git("status", "--porcelain").splitlines())}
-
-
 # -- experiments: what-if runs of entente serve, changing nothing in the repository ----------------
 EXPERIMENTS = {
     "none": None,
@@ -441,42 +363,9 @@ def experiment_env(name: str, scratch: Path) -> dict[str, str]:
     return {"PYTHONPATH": os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH", "")) if p)}
 
 
-# -- py-spy ---------------------------------------------------------------------------------------
-class Profiler:
-    """``py-spy record --gil`` on entente serve during one phase; the hottest frames end up in the report."""
-
-    def __init__(self, directory: Path | None, pid: int, name: str) -> None:
-        self.path = directory / f"{name}.txt" if directory else None
-        self.process: subprocess.Popen[bytes] | None = None
-        if self.path is not None:
-            self.process = subprocess.Popen(  # noqa: S603
-                [
-                    str(BIN / "py-spy"),
-                    "record",
-                    "--gil",
-                    "--idle",
-                    "-r",
-                    "100",
-                    "-f",
-                    "raw",
-                    "-o",
-                    str(self.path),
-                    "-p",
-                    str(pid),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-
-    def finish(self, top: int = 25) -> dict[str, Any] | None:
-        if self.process is None or self.path is None:
-            return None
-        self.process.send_signal(2)
-        try:
-            self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        return hottest_frames(self.path, top)
+def py_spy(directory: Path | None, pid: int, name: str) -> Profiler | None:
+    """A profile of entente serve during one phase into ``directory/name.txt``; ``None`` without ``--py-spy``."""
+    return Profiler(directory / f"{name}.txt", pid, rate=100, idle=True) if directory else None
 
 
 # -- phases ---------------------------------------------------------------------------------------
@@ -675,7 +564,7 @@ def main() -> None:
         parser.error("--burst-workspaces cannot exceed --workspaces")
 
     scratch = Path(tempfile.mkdtemp(prefix="entente-fanout-"))
-    url, pg_name = new_database(args.database, scratch)
+    url, pg_name = new_database(args.database, scratch, "entente_fanout")
     slugs = [f"ws{i:02d}" for i in range(args.workspaces)]
     burst_slugs = slugs[: args.burst_workspaces] if args.burst else []
     port = free_port()
@@ -744,9 +633,9 @@ def main() -> None:
         print(f"  {report['provisioning']['per_s']:.0f} deliveries/s", file=sys.stderr)
 
         print(f"latency run: {args.leavers} leavers one at a time ...", file=sys.stderr)
-        profiler = Profiler(args.py_spy, serve.pid, f"fanout-{args.database}-latency")
+        profiler = py_spy(args.py_spy, serve.pid, f"fanout-{args.database}-latency")
         report["latency"] = latency_run(db, scim, targets, eng[: args.leavers], args.workspaces, args.gap_ms, slug_of)
-        report["latency"]["py_spy"] = profiler.finish()
+        report["latency"]["py_spy"] = profiler.finish(top=25) if profiler else None
         save(report)
         lat = report["latency"]["time_to_revoke_ms"]
         print(f"  time-to-revoke p50 {lat['p50']:.0f} ms, p99 {lat['p99']:.0f} ms", file=sys.stderr)
@@ -759,9 +648,9 @@ def main() -> None:
             save(report)
             print(f"  {report['burst_provisioning']['per_s']:.0f} deliveries/s", file=sys.stderr)
             print(f"burst: {args.burst} leavers at once ...", file=sys.stderr)
-            profiler = Profiler(args.py_spy, serve.pid, f"fanout-{args.database}-burst")
+            profiler = py_spy(args.py_spy, serve.pid, f"fanout-{args.database}-burst")
             report["burst"] = burst_run(db, scim, targets, burst, len(burst_slugs))
-            report["burst"]["py_spy"] = profiler.finish()
+            report["burst"]["py_spy"] = profiler.finish(top=25) if profiler else None
         report["machine"]["load_after"] = os.getloadavg()
     finally:
         if serve is not None:

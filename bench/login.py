@@ -59,7 +59,6 @@ import platform
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -77,22 +76,32 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urljoin, urlsplit
 
 import httpx
-import psycopg
 from cryptography.fernet import Fernet
 from sqlalchemy import func, select
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import (  # noqa: E402
+    BIN,
+    Profiler,
+    cpu_seconds,
+    drop_database,
+    entente,
+    free_port,
+    git_state,
+    new_database,
+    process_tree,
+    stop,
+    summary,
+    wait_http,
+)
 from bench.loadgen import _Connection  # noqa: E402  (one keep-alive connection; run_requests cannot chain)
-from bench.profiling import hottest_frames  # noqa: E402
 from broker.db import create_db_engine  # noqa: E402
 from broker.lifecycle.grants import AccessGrant  # noqa: E402
 from broker.settings import Settings  # noqa: E402
 
-BIN = Path(sys.executable).parent
 IDP_DIR = ROOT / "tests" / "peers" / "oidc_provider"
-PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 DOMAIN = "login-bench.test"
 PARTNER = "bench"
 SCOPE = "openid email profile"
@@ -102,114 +111,7 @@ UPSTREAM_REDIRECT = "http://127.0.0.1:9/upstream/callback"
 """The upstream-alone client's redirect URI at the IdP (never fetched either)."""
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
-_TICKS = os.sysconf("SC_CLK_TCK")
 _GRANTS = AccessGrant.__table__  # type: ignore[attr-defined]
-
-
-# -- small helpers --------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def pct(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..1) of a non-empty list."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, int(round(q * len(ordered) + 0.5)) - 1))]
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {"n": 0}
-    return {
-        "n": len(values),
-        "p50": statistics.median(values),
-        "p90": pct(values, 0.90),
-        "p99": pct(values, 0.99),
-        "max": max(values),
-        "mean": statistics.fmean(values),
-    }
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time these processes have used so far (Linux /proc)."""
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / _TICKS
-    return total
-
-
-def process_tree(root: int) -> list[int]:
-    """``root`` and its descendants now (``entente serve --workers N`` forks; one worker does not)."""
-    parent: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            pid, rest = stat.read_text().split(" ", 1)
-        except OSError:
-            continue
-        parent[int(pid)] = int(rest.rsplit(")", 1)[1].split()[1])
-    tree, grew = {root}, True
-    while grew:
-        grew = False
-        for pid, ppid in parent.items():
-            if ppid in tree and pid not in tree:
-                tree.add(pid)
-                grew = True
-    return sorted(tree)
-
-
-def wait_http(url: str, process: subprocess.Popen[bytes], what: str, log: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode}; log {log}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{what} did not answer {url} within {timeout:.0f}s (log {log})")
-
-
-def stop(process: subprocess.Popen[bytes] | None) -> None:
-    if process is not None and process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def new_database(kind: str, scratch: Path) -> tuple[str, str | None]:
-    if kind == "sqlite":
-        return f"sqlite:///{scratch}/entente.db", None
-    name = f"entente_login_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}", name
-
-
-def drop_database(name: str | None) -> None:
-    if name:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def git_state() -> dict[str, Any]:
-    """The commit measured, and whether the working tree differed from it (other work in progress)."""
-
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)  # noqa: S603, S607
-        return done.stdout.strip()
-
-    return {"commit": git("rev-parse", "HEAD"), "dirty": sorted(git("status", "--porcelain").splitlines())}
 
 
 def basic(client_id: str, secret: str) -> str:
@@ -503,7 +405,7 @@ class Idp:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
-        wait_http(f"{self.issuer}/.well-known/openid-configuration", self.process, "oidc-provider", self.log)
+        wait_http(f"{self.issuer}/.well-known/openid-configuration", self.process, "oidc-provider", log=self.log)
 
     def register(self, redirect_uri: str, grant_types: list[str]) -> tuple[str, str]:
         """A confidential client (RFC 7591, client_secret_basic): its id and secret."""
@@ -536,15 +438,6 @@ class Idp:
         return Client(f"{self.issuer}/auth", f"{self.issuer}/token", client_id, secret, redirect_uri, **kwargs)
 
 
-def entente(env: dict[str, str], cwd: Path, *args: str) -> str:
-    done = subprocess.run(  # noqa: S603 - our console script, our arguments
-        [str(BIN / "entente"), *args], env=env, cwd=cwd, capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"entente {' '.join(args[:3])} failed ({done.returncode}): {done.stderr or done.stdout}")
-    return done.stdout
-
-
 @dataclass
 class Setup:
     workspace_client: Client
@@ -558,29 +451,29 @@ def setup(env: dict[str, str], scratch: Path, root_url: str, idp: Idp, sink: Web
     """Through the CLI, before serving: partner, SCIM token, workspace, policy, OIDC client, IdP connection.
 
     Returns (SCIM token, workspace client id, its secret)."""
-    entente(env, scratch, "migrate")
-    entente(env, scratch, "partner", "add", PARTNER, "--name", "Login bench", "--domain", DOMAIN)
-    out = entente(env, scratch, "partner", "token", PARTNER, "--expires", "2d", "--label", "login bench")
+    entente(env, "migrate", cwd=scratch)
+    entente(env, "partner", "add", PARTNER, "--name", "Login bench", "--domain", DOMAIN, cwd=scratch)
+    out = entente(env, "partner", "token", PARTNER, "--expires", "2d", "--label", "login bench", cwd=scratch)
     token = out.strip().splitlines()[-1]
     whsec = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
     entente(
-        env, scratch, "workspace", "add", "wiki", "--connector", "webhook", "--name", "Wiki",
-        "--set", f"url={sink.url}", "--set", f"secret={whsec}",
+        env, "workspace", "add", "wiki", "--connector", "webhook", "--name", "Wiki",
+        "--set", f"url={sink.url}", "--set", f"secret={whsec}", cwd=scratch,
     )  # fmt: skip
     policy = scratch / "policy.yaml"
     policy.write_text(
         f"- id: {PARTNER}-wiki\n  tenant: {PARTNER}\n  description: eng uses the wiki.\n"
         "  when: { groups_any: [eng] }\n  grant: [{ workspace: wiki, role: member }]\n"
     )
-    entente(env, scratch, "policy", "apply", str(policy))
+    entente(env, "policy", "apply", str(policy), cwd=scratch)
     out = entente(
-        env, scratch, "client", "add", "wiki-app", "--workspace", "wiki", "--redirect-uri", WORKSPACE_REDIRECT
+        env, "client", "add", "wiki-app", "--workspace", "wiki", "--redirect-uri", WORKSPACE_REDIRECT, cwd=scratch
     )
     client_secret = out.strip().splitlines()[-1]
     idp_client, idp_secret = idp.register(f"{root_url}/login/callback/{PARTNER}.oidc", ["authorization_code"])
     entente(
-        {**env, "ENTENTE_IDP_CLIENT_SECRET": idp_secret}, scratch,
-        "idp", "add", PARTNER, "--oidc-issuer", idp.issuer, "--client-id", idp_client,
+        {**env, "ENTENTE_IDP_CLIENT_SECRET": idp_secret},
+        "idp", "add", PARTNER, "--oidc-issuer", idp.issuer, "--client-id", idp_client, cwd=scratch,
     )  # fmt: skip
     return token, "wiki-app", client_secret
 
@@ -689,7 +582,7 @@ def latency_phase(
                 cpu["upstream: oidc-provider"].append((n1 - n0) * 1000)
     finally:
         connections.close()
-    entente_s, upstream_s = summary(totals["entente"]), summary(totals["upstream"])
+    entente_s, upstream_s = summary(totals["entente"], p50="median"), summary(totals["upstream"], p50="median")
     return {
         "logins": logins,
         "warmup": warmup,
@@ -704,9 +597,9 @@ def latency_phase(
                 e - u for e, u in zip(totals["entente"], totals["upstream"], strict=True)
             ),
         },
-        "entente_requests_client_sum_ms": summary(entente_client_ms),
+        "entente_requests_client_sum_ms": summary(entente_client_ms, p50="median"),
         "requests_per_login": {k: statistics.median(v) for k, v in requests.items()},
-        "cpu_ms_per_login": {k: summary(v) for k, v in cpu.items()},
+        "cpu_ms_per_login": {k: summary(v, p50="median") for k, v in cpu.items()},
     }, entente_timings
 
 
@@ -735,10 +628,10 @@ def server_side(timings: list[list[Timing]], access: dict[str, dict[str, Any]]) 
         per_login.append(total)
         per_login_no_callback.append(without)
     return {
-        "server_ms_per_login": summary(per_login),
-        "server_ms_per_login_without_callback": summary(per_login_no_callback),
-        "server_ms_per_step": {k: summary(v) for k, v in per_step.items()},
-        "client_ms_per_step": {k: summary(v) for k, v in client_step.items()},
+        "server_ms_per_login": summary(per_login, p50="median"),
+        "server_ms_per_login_without_callback": summary(per_login_no_callback, p50="median"),
+        "server_ms_per_step": {k: summary(v, p50="median") for k, v in per_step.items()},
+        "client_ms_per_step": {k: summary(v, p50="median") for k, v in client_step.items()},
         "requests_missing_from_access_log": missing,
     }
 
@@ -810,7 +703,7 @@ def refresh_phase(
         "seconds": outcome["elapsed"],
         "grants": outcome["grants"],
         "grants_per_s": outcome["grants"] / outcome["elapsed"],
-        "latency_ms": summary([s * 1000 for s in outcome["latencies"]]),
+        "latency_ms": summary([s * 1000 for s in outcome["latencies"]], p50="median"),
         "cpu_ms_per_grant": 1000 * cpu / outcome["grants"] if outcome["grants"] else None,
         "errors": len(outcome["errors"]),
         "error_examples": outcome["errors"][:5],
@@ -818,29 +711,13 @@ def refresh_phase(
         "load_after": os.getloadavg(),
     }
     if profiler is not None:
-        result["py_spy"] = profiler.finish()
+        result["py_spy"] = profiler.finish(top=30)
     return result
 
 
-class Profiler:
-    """``py-spy record --gil`` on a process from now until ``finish``; the hottest frames for the report."""
-
-    def __init__(self, path: Path, pid: int) -> None:
-        self.path = path
-        self.process = subprocess.Popen(  # noqa: S603
-            [str(BIN / "py-spy"), "record", "--gil", "--subprocesses", "-r", "200", "-f", "raw", "-o", str(path)]
-            + ["-p", str(pid)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-    def finish(self, top: int = 30) -> dict[str, Any] | None:
-        self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        return hottest_frames(self.path, top)
+def py_spy(path: Path, pid: int) -> Profiler:
+    """A profile of entente serve and its workers (``--subprocesses``) into ``path``, until ``finish``."""
+    return Profiler(path, pid, rate=200, subprocesses=True)
 
 
 def refresh_tokens(client: Client, count: int, sub: str, email: str, root: str) -> list[str]:
@@ -880,7 +757,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up (servers, database) when terminated
 
     scratch = Path(tempfile.mkdtemp(prefix="entente-login-"))
-    url, pg_name = new_database(args.database, scratch)
+    url, pg_name = new_database(args.database, scratch, "entente_login")
     port = free_port()
     root_url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENTENTE_")}
@@ -935,7 +812,7 @@ def main() -> None:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
-        wait_http(f"{root_url}/healthz", serve, "entente serve", serve_log)
+        wait_http(f"{root_url}/healthz", serve, "entente serve", log=serve_log)
         sub, email = f"ada-{uuid.uuid4().hex[:8]}", f"ada@{DOMAIN}"
         idp.put_account(sub, email=email, email_verified=True, name="Ada Bench", preferred_username=email)
         provision_person(root_url, token, sub, email, url)
@@ -953,14 +830,12 @@ def main() -> None:
         serve_pids = process_tree(serve.pid)
         report["config"]["serve_pids"] = len(serve_pids)
 
-        if args.py_spy is not None:
-            args.py_spy.mkdir(parents=True, exist_ok=True)
         print(f"login latency: {args.logins} logins each, interleaved ...", file=sys.stderr)
-        profiler = Profiler(args.py_spy / f"login-{args.database}-latency.txt", serve.pid) if args.py_spy else None
+        profiler = py_spy(args.py_spy / f"login-{args.database}-latency.txt", serve.pid) if args.py_spy else None
         latency, timings = latency_phase(the_setup, serve_pids, idp.process.pid, args.logins, args.warmup, root_url)
         report["latency"] = latency
         if profiler is not None:
-            report["latency"]["py_spy"] = profiler.finish()
+            report["latency"]["py_spy"] = profiler.finish(top=30)
         time.sleep(0.5)  # the access log is written by the server; let the last lines land
         report["latency"]["entente_side"] = server_side(timings, read_access_log(serve_log))
         added = latency["entente_added_ms"]["difference_of_medians"]
@@ -968,7 +843,7 @@ def main() -> None:
 
         print(f"refresh grants: {args.chains} chains, {args.refresh_seconds:.0f} s ...", file=sys.stderr)
         tokens = refresh_tokens(the_setup.workspace_client, args.chains, sub, email, root_url)
-        profiler = Profiler(args.py_spy / f"login-{args.database}-refresh.txt", serve.pid) if args.py_spy else None
+        profiler = py_spy(args.py_spy / f"login-{args.database}-refresh.txt", serve.pid) if args.py_spy else None
         report["refresh_entente"] = refresh_phase(
             "entente", the_setup.workspace_client, tokens, serve_pids, args.refresh_seconds, profiler
         )

@@ -32,7 +32,6 @@ import platform
 import resource
 import sys
 import time
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -41,20 +40,17 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import psycopg  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 from sqlalchemy.engine import Engine  # noqa: E402
 
 import broker.reports.runner as runner  # noqa: E402
+from bench.harness import create_pg_database, drop_database  # noqa: E402
 from broker.db import create_db_engine, migrate  # noqa: E402
 from broker.reports.render import ReportFormat, render  # noqa: E402
 from broker.reports.rows import ReportRow  # noqa: E402
 from broker.reports.scope import ReportOptions, ReportScope  # noqa: E402
 from broker.settings import Settings  # noqa: E402
 from broker.types import utcnow  # noqa: E402
-
-PG_ADMIN_DSN = os.environ.get("ENTENTE_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
-PG_URL_BASE = os.environ.get("ENTENTE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432")
 
 # Each statement is one set-based insert; :P partners, :N people, :W workspaces, :G grants per person.
 # Person i (1..N) belongs to partner (i % P) + 1; every 100th person is a leaver.
@@ -159,18 +155,6 @@ GENERATE = [
 ]
 
 
-def _create_database() -> tuple[str, str]:
-    name = f"entente_bench_report_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return name, f"{PG_URL_BASE}/{name}"
-
-
-def _drop_database(name: str) -> None:
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def generate(engine: Engine, params: dict[str, int]) -> dict[str, float]:
     """Run every generating statement in its own transaction; seconds per step."""
     took: dict[str, float] = {}
@@ -253,7 +237,7 @@ def main() -> None:
         "S": args.silent_partners,
     }  # fmt: skip
 
-    name, url = _create_database()
+    url, name = create_pg_database("entente_bench_report")
     settings = Settings(database_url=url, database_pool_size=2)
     results: dict[str, Any] = {
         "database": "postgresql",
@@ -293,7 +277,7 @@ def main() -> None:
         if args.keep:
             print(f"kept: {url}")
         else:
-            _drop_database(name)
+            drop_database(name)
     out = ROOT / "bench" / "results" / f"report-postgresql-{args.people}x{args.workspaces}.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
     _print_table(results, out)

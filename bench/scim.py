@@ -25,7 +25,6 @@ import datetime as dt
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,6 +43,16 @@ from sqlmodel import Session
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import (  # noqa: E402
+    BIN,
+    cpu_seconds,
+    drop_database,
+    free_port,
+    new_database,
+    process_tree,
+    stop,
+    wait_http,
+)
 from bench.loadgen import run_requests  # noqa: E402
 from broker.audit.log import Actor  # noqa: E402
 from broker.db import create_db_engine, migrate  # noqa: E402
@@ -59,14 +68,6 @@ PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 BULK = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
 DOMAIN = "bench.test"
 FAMILY = ["Smith", "Jones", "Garcia", "Müller", "Rossi", "Dubois", "Kowalski", "Nakamura", "Okafor", "Silva"]
-BIN = Path(sys.executable).parent
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def user_doc(i: int) -> dict[str, Any]:
@@ -101,51 +102,10 @@ class Server:
     def cpu_seconds(self) -> float:
         """User + system CPU time the server has used so far: its process and, with --workers, the
         worker processes it started (Linux /proc)."""
-        total = 0.0
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                pid, rest = stat.read_text().split(" ", 1)
-            except OSError:  # the process ended meanwhile
-                continue
-            fields = rest.rsplit(")", 1)[1].split()
-            if int(pid) == self.process.pid or int(fields[1]) == self.process.pid:
-                total += (int(fields[11]) + int(fields[12])) / _TICKS
-        return total
+        return cpu_seconds(process_tree(self.process.pid))
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes], headers: dict[str, str]) -> None:
-    for _ in range(300):
-        if process.poll() is not None:
-            raise RuntimeError(f"{url}: server exited with {process.returncode}")
-        try:
-            if httpx.get(url, headers=headers, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not become ready")
-
-
-def database(kind: str) -> tuple[str, str | None]:
-    if kind == "sqlite":
-        return f"sqlite:///{tempfile.mkdtemp(prefix='entente-bench-')}/bench.db", None
-    name = f"entente_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}", name
-
-
-def drop_database(name: str | None) -> None:
-    if name:
-        with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        stop(self.process)
 
 
 def start_entente(url: str, workers: int = 1, delivery_worker: bool = True) -> tuple[Server, str]:
@@ -180,7 +140,7 @@ def start_entente(url: str, workers: int = 1, delivery_worker: bool = True) -> t
     )
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"}
     base = f"http://127.0.0.1:{port}/scim/v2"
-    wait_ready(f"{base}/ServiceProviderConfig", process, headers)
+    wait_http(f"{base}/ServiceProviderConfig", process, "entente serve", headers=headers)
     return Server("entente", base, headers, process), partner.id
 
 
@@ -194,7 +154,7 @@ def start_scim2_server() -> Server:
     )
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"}
     base = f"http://127.0.0.1:{port}/v2"
-    wait_ready(f"{base}/ServiceProviderConfig", process, headers)
+    wait_http(f"{base}/ServiceProviderConfig", process, "scim2-server", headers=headers)
     return Server("scim2-server", base, headers, process)
 
 
@@ -412,7 +372,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    url, pg_name = database(args.db)
+    url, pg_name = new_database(args.db, Path(tempfile.mkdtemp(prefix="entente-bench-")), "entente_bench")
     report: dict[str, Any] = {
         "db": args.db,
         "users": args.users,
