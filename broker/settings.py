@@ -78,6 +78,12 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="A claimed task whose worker died is claimable again after this."
     )
     delivery_timeout_seconds: float = Field(default=10.0, gt=0, description="HTTP timeout towards workspaces.")
+    delivery_wake_spacing_ms: float = Field(
+        default=20.0,
+        ge=0,
+        description="Least time between two wake-ups of a background loop by commits: under a stream of "
+        "SCIM writes one engine pass takes many events instead of one each (an isolated change waits for none).",
+    )
     delivery_poll_seconds: float = Field(
         default=1.0,
         gt=0,

@@ -32,6 +32,7 @@ __all__ = [
     "digest",
     "leaf_data",
     "record_entry",
+    "record_params",
 ]
 
 
@@ -153,16 +154,18 @@ class AppendedAudit:
 
 @dataclass(frozen=True)
 class AuditItem:
-    """One record of a batch written by ``append_audits`` (all by one actor, no before/after digests)."""
+    """One record of a batch written by ``append_audits`` (all by one actor)."""
 
     action: str
     partner_id: str | None
     resource_type: str | None = None
     resource_id: str | None = None
     detail: dict[str, Any] | None = None
+    before: Any = None
+    after: Any = None
 
 
-def _record_params(
+def record_params(
     actor: Actor,
     action: str,
     partner_id: str | None,
@@ -172,7 +175,8 @@ def _record_params(
     after: Any,
     detail: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """The row of one record, its ``leaf_sha256`` computed from its entry."""
+    """The row of one record, its ``leaf_sha256`` computed from its entry (for writers that insert it
+    in a statement of their own, such as ``broker.lifecycle.events.record_change``)."""
     occurred_at = utcnow()
     before_sha256, after_sha256, detail = digest(before), digest(after), detail or {}
     entry = _entry(
@@ -219,25 +223,28 @@ def append_audit(
     A Core INSERT rather than an ORM object: records are never read back in the request that
     writes them, and the unit of work would cost more than the rest of a SCIM write.
     """
-    params = _record_params(actor, action, partner_id, resource_type, resource_id, before, after, detail)
+    params = record_params(actor, action, partner_id, resource_type, resource_id, before, after, detail)
     record_id: int = session.execute(_INSERT, params).scalar_one()
     return AppendedAudit(id=record_id, leaf_sha256=params["leaf_sha256"])
 
 
-_INSERT_MANY = insert(AuditRecord.__table__)  # type: ignore[attr-defined]
+_INSERT_MANY = insert(AuditRecord.__table__).returning(  # type: ignore[attr-defined]
+    AuditRecord.__table__.c.id,  # type: ignore[attr-defined]
+    sort_by_parameter_order=True,
+)
 
 
-def append_audits(session: Session, *, actor: Actor, items: Sequence[AuditItem]) -> None:
-    """Insert many records in one statement (executemany) in the caller's transaction, in the order given.
+def append_audits(session: Session, *, actor: Actor, items: Sequence[AuditItem]) -> list[int]:
+    """Insert many records in one statement in the caller's transaction, in the order given; their ids
+    in the same order.
 
-    For a batch whose records nobody refers to by id (the delivery worker's receipts): one round
-    trip instead of one per record.
+    For batches (the delivery worker's receipts, a Bulk request's creations): one round trip (SQLAlchemy's
+    multi-row "insertmanyvalues" INSERT ... RETURNING) instead of one per record.
     """
-    if items:
-        session.execute(
-            _INSERT_MANY,
-            [
-                _record_params(actor, i.action, i.partner_id, i.resource_type, i.resource_id, None, None, i.detail)
-                for i in items
-            ],
-        )
+    if not items:
+        return []
+    rows = [
+        record_params(actor, i.action, i.partner_id, i.resource_type, i.resource_id, i.before, i.after, i.detail)
+        for i in items
+    ]
+    return list(session.execute(_INSERT_MANY, rows).scalars())

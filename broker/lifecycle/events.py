@@ -12,19 +12,21 @@ The lifecycle engine reads them in ``id`` order; nothing downstream re-derives t
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, false, insert, text
+from sqlalchemy import JSON, Column, Index, bindparam, false, insert, text
 from sqlmodel import Field, Session, SQLModel
 
+from broker.audit.log import Actor, AppendedAudit, append_audit, record_params
 from broker.lifecycle import wakeup
 from broker.types import UTCDateTime, utcnow
 
-__all__ = ["EventKind", "LifecycleEvent", "NewEvent", "record_event", "record_events"]
+__all__ = ["EventKind", "LifecycleEvent", "NewEvent", "record_change", "record_event", "record_events"]
 
 
 class EventKind(StrEnum):
@@ -116,3 +118,78 @@ def record_event(
 ) -> None:
     """Insert one event in the caller's transaction (see ``record_events``)."""
     record_events(session, [NewEvent(partner_id, kind, subject_type, subject_id, detail, audit_id)])
+
+
+_AUDITED_EVENTS = text(
+    """
+    WITH record AS (
+        INSERT INTO audit_record (occurred_at, partner_id, actor_kind, actor_id, action, resource_type,
+                                  resource_id, before_sha256, after_sha256, detail, leaf_sha256)
+        VALUES (:occurred_at, :partner_id, :actor_kind, :actor_id, :action, :resource_type,
+                :resource_id, :before_sha256, :after_sha256, :detail, :leaf_sha256)
+        RETURNING id
+    ), events AS (
+        INSERT INTO lifecycle_event
+               (partner_id, kind, subject_type, subject_id, detail, occurred_at, audit_id, consumed)
+        SELECT e.item ->> 'partner_id', e.item ->> 'kind', e.item ->> 'subject_type', e.item ->> 'subject_id',
+               e.item -> 'detail', :occurred_at, record.id, false
+        FROM record, json_array_elements(CAST(:events AS json)) WITH ORDINALITY AS e (item, n)
+        ORDER BY e.n
+    )
+    SELECT id FROM record
+    """
+).bindparams(
+    bindparam("occurred_at", type_=UTCDateTime()),
+    bindparam("detail", type_=JSON()),
+    bindparam("events", type_=JSON()),
+)
+"""PostgreSQL: the record and its events in one statement; events get ids in the order given."""
+
+
+def record_change(
+    session: Session,
+    *,
+    actor: Actor,
+    action: str,
+    partner_id: str,
+    resource_type: str,
+    resource_id: str,
+    before: Any = None,
+    after: Any = None,
+    detail: dict[str, Any] | None = None,
+    events: Sequence[NewEvent] = (),
+) -> AppendedAudit:
+    """The audit record of an accepted change and the lifecycle events it explains (each event's
+    ``audit_id`` is the record's), in the caller's transaction.
+
+    On PostgreSQL one data-modifying CTE writes them all: each round trip to the server costs a SCIM
+    write about a quarter of a millisecond of CPU, the record and its events were two of its seven.
+    """
+    if not events or session.connection().dialect.name != "postgresql":
+        audit = append_audit(
+            session,
+            actor=actor,
+            action=action,
+            partner_id=partner_id,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            before=before,
+            after=after,
+            detail=detail,
+        )
+        record_events(session, [dataclasses.replace(event, audit_id=audit.id) for event in events])
+        return audit
+    wakeup.mark(session)
+    params = record_params(actor, action, partner_id, resource_type, resource_id, before, after, detail)
+    params["events"] = [
+        {
+            "partner_id": event.partner_id,
+            "kind": event.kind.value,
+            "subject_type": event.subject_type,
+            "subject_id": event.subject_id,
+            "detail": event.detail or {},
+        }
+        for event in events
+    ]
+    record_id: int = session.connection().execute(_AUDITED_EVENTS, params).scalar_one()
+    return AppendedAudit(id=record_id, leaf_sha256=params["leaf_sha256"])

@@ -14,6 +14,7 @@ import contextlib
 import datetime as dt
 import logging
 import random
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -74,14 +75,22 @@ class BackgroundLoop(ABC):
         subscribe, unsubscribe = self._wake_source
         subscribe(self._wake_threadsafe)
         try:
+            spacing = self.settings.delivery_wake_spacing_ms / 1000
             while not stop.is_set():
                 self._wake.clear()
+                began = time.monotonic()
                 try:
                     if await self.run_once():
                         continue
                 except Exception:
                     self._log.exception("background round failed; retrying after the poll interval")
                 await _first(self._wake.wait(), stop.wait(), timeout=self.settings.delivery_poll_seconds)
+                # Woken by a commit soon after the last round began: let more commits gather first, so a
+                # stream of SCIM writes costs one round per ``spacing``, not one per write. A change
+                # after a quiet spell waits for nothing.
+                rest = spacing - (time.monotonic() - began)
+                if rest > 0 and not stop.is_set():
+                    await _first(stop.wait(), timeout=rest)
         finally:
             unsubscribe(self._wake_threadsafe)
             await self.aclose()

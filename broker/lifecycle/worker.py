@@ -65,6 +65,8 @@ __all__ = ["DeliveryWorker", "spec_from_json"]
 
 log = logging.getLogger("entente.delivery")
 _WORKER = Actor(kind="system", id="delivery-worker")
+_ENGINE_BATCH = 500
+"""Events one engine pass takes (``process_events``'s ``limit``)."""
 _ACCOUNTS = WorkspaceAccount.__table__  # type: ignore[attr-defined]
 _STATE_AFTER = {
     TaskAction.UPDATE: AccountState.ACTIVE,
@@ -172,10 +174,13 @@ class DeliveryWorker(BackgroundLoop):
         return Session(self.engine, expire_on_commit=False)
 
     def _run_engine(self) -> int:
-        consumed = 0
+        """Consume the events due; a short batch means none were left (a later commit wakes us again)."""
+        consumed, limit = 0, _ENGINE_BATCH
         with self._session() as session:
-            while (n := process_events(session)) > 0:
+            while (n := process_events(session, limit=limit)) > 0:
                 consumed += n
+                if n < limit:
+                    break
         return consumed
 
     def _claim(self) -> tuple[list[DeliveryTask], dict[str, Workspace], dict[tuple[str, str], str | None]]:

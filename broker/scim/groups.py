@@ -17,9 +17,8 @@ from sqlalchemy import delete as sql_delete
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from broker.audit.log import append_audit
 from broker.errors import Conflict, InvalidPath, InvalidValue, Mutability, NotFound
-from broker.lifecycle.events import EventKind, record_event
+from broker.lifecycle.events import EventKind, NewEvent, record_change
 from broker.scim.auth import ScimCaller
 from broker.scim.common import changed_attributes, check_body_id, check_if_match, require_object
 from broker.scim.filters import member_filter
@@ -257,23 +256,21 @@ def _member_operation(
     return _remove_where(session, group, None)
 
 
-def _membership_events(
-    session: Session, caller: ScimCaller, group: ScimGroup, change: Change, audit_id: int | None
-) -> None:
+def _membership_events(caller: ScimCaller, group: ScimGroup, change: Change) -> list[NewEvent]:
+    """One ``groups_changed`` event per member whose membership of ``group`` changed."""
     added, removed = change
     added_ids, removed_ids = {i for i, _ in added}, {i for i, _ in removed}
     types = dict(added) | dict(removed)
-    for member_id in sorted(added_ids ^ removed_ids):
-        detail = {"added": [group.id]} if member_id in added_ids else {"removed": [group.id]}
-        record_event(
-            session,
-            partner_id=caller.partner_id,
-            kind=EventKind.GROUPS_CHANGED,
-            subject_type="user" if types[member_id] == "User" else "group",
-            subject_id=member_id,
-            detail=detail,
-            audit_id=audit_id,
+    return [
+        NewEvent(
+            caller.partner_id,
+            EventKind.GROUPS_CHANGED,
+            "user" if types[member_id] == "User" else "group",
+            member_id,
+            {"added": [group.id]} if member_id in added_ids else {"removed": [group.id]},
         )
+        for member_id in sorted(added_ids ^ removed_ids)
+    ]
 
 
 def _ensure_unique(session: Session, caller: ScimCaller, display_name: str, exclude_pk: int | None) -> None:
@@ -306,7 +303,18 @@ def _audit_and_events(
 ) -> None:
     added, removed = change
     changed = changed_attributes(before or {}, group.attributes) if before is not None else []
-    audit = append_audit(
+    events = []
+    if kind is EventKind.GROUP_CREATED or (kind is EventKind.GROUP_UPDATED and changed):
+        events.append(
+            NewEvent(
+                caller.partner_id,
+                kind,
+                "group",
+                group.id,
+                {"attributes": changed} if changed else {"displayName": group.display_name},
+            )
+        )
+    record_change(
         session,
         actor=caller.actor,
         action=action,
@@ -321,18 +329,8 @@ def _audit_and_events(
             **({"members_added": [i for i, _ in added]} if added else {}),
             **({"members_removed": [i for i, _ in removed]} if removed else {}),
         },
+        events=events + _membership_events(caller, group, change),
     )
-    if kind is EventKind.GROUP_CREATED or (kind is EventKind.GROUP_UPDATED and changed):
-        record_event(
-            session,
-            partner_id=caller.partner_id,
-            kind=kind,
-            subject_type="group",
-            subject_id=group.id,
-            detail={"attributes": changed} if changed else {"displayName": group.display_name},
-            audit_id=audit.id,
-        )
-    _membership_events(session, caller, group, change, audit.id)
 
 
 def create_group(*, session: Session, caller: ScimCaller, payload: Any) -> ScimGroup:
@@ -497,7 +495,7 @@ def delete_group(*, session: Session, caller: ScimCaller, group_id: str, if_matc
         )
     )
     session.delete(group)
-    audit = append_audit(
+    record_change(
         session,
         actor=caller.actor,
         action="scim.group.deleted",
@@ -506,14 +504,10 @@ def delete_group(*, session: Session, caller: ScimCaller, group_id: str, if_matc
         resource_id=group.id,
         before=group.attributes,
         detail={"members_removed": [i for i, _ in change[1]]},
+        events=[
+            NewEvent(
+                caller.partner_id, EventKind.GROUP_DELETED, "group", group.id, {"displayName": group.display_name}
+            ),
+            *_membership_events(caller, group, change),
+        ],
     )
-    record_event(
-        session,
-        partner_id=caller.partner_id,
-        kind=EventKind.GROUP_DELETED,
-        subject_type="group",
-        subject_id=group.id,
-        detail={"displayName": group.display_name},
-        audit_id=audit.id,
-    )
-    _membership_events(session, caller, group, change, audit.id)

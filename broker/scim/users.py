@@ -15,9 +15,9 @@ from sqlalchemy import delete as sql_delete
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from broker.audit.log import append_audit
+from broker.audit.log import AuditItem, append_audits
 from broker.errors import Conflict, NotFound, PreconditionFailed
-from broker.lifecycle.events import EventKind, NewEvent, record_event, record_events
+from broker.lifecycle.events import EventKind, NewEvent, record_change, record_events
 from broker.scim.auth import ScimCaller
 from broker.scim.common import changed_attributes, check_body_id, check_domains, check_if_match, require_object
 from broker.scim.models import GroupMember, ScimValue
@@ -199,21 +199,22 @@ def insert_users(*, session: Session, caller: ScimCaller, users: Sequence[NewUse
     ]
     if values:
         connection.execute(_INSERT_VALUES, values)
-    joiners: list[NewEvent] = []
-    for row, user in zip(stored, users, strict=True):
-        audit = append_audit(
-            session,
-            actor=caller.actor,
-            action="scim.user.created",
-            partner_id=caller.partner_id,
-            resource_type="User",
-            resource_id=row.id,
-            after=row.attributes,
-            detail=user.detail,
-        )
-        if row.active:
-            joiners.append(NewEvent(caller.partner_id, EventKind.JOINED, "user", row.id, audit_id=audit.id))
-    record_events(session, joiners)
+    audit_ids = append_audits(
+        session,
+        actor=caller.actor,
+        items=[
+            AuditItem("scim.user.created", caller.partner_id, "User", row.id, user.detail, after=row.attributes)
+            for row, user in zip(stored, users, strict=True)
+        ],
+    )
+    record_events(
+        session,
+        [
+            NewEvent(caller.partner_id, EventKind.JOINED, "user", row.id, audit_id=audit_id)
+            for row, audit_id in zip(stored, audit_ids, strict=True)
+            if row.active
+        ],
+    )
     return stored
 
 
@@ -286,7 +287,15 @@ def _apply(
     )
     _rewrite_values(session, caller, row.pk, before, doc)
     changed = changed_attributes(before, doc)
-    audit = append_audit(
+    events: list[tuple[EventKind, dict[str, Any] | None]] = []
+    if was_active and not row.active:
+        events.append((EventKind.LEFT, {"cause": "deactivated"}))
+    elif row.active and not was_active:
+        events.append((EventKind.REJOINED if rejoin else EventKind.JOINED, None))
+    attributes = [name for name in changed if name != "active"]
+    if attributes:
+        events.append((EventKind.UPDATED, {"attributes": attributes}))
+    record_change(
         session,
         actor=caller.actor,
         action=action,
@@ -296,26 +305,8 @@ def _apply(
         before=before,
         after=doc,
         detail={"changed": changed, **detail},
+        events=[NewEvent(caller.partner_id, kind, "user", row.id, extra) for kind, extra in events],
     )
-
-    def event(kind: EventKind, extra: dict[str, Any] | None = None) -> None:
-        record_event(
-            session,
-            partner_id=caller.partner_id,
-            kind=kind,
-            subject_type="user",
-            subject_id=row.id,
-            detail=extra,
-            audit_id=audit.id,
-        )
-
-    if was_active and not row.active:
-        event(EventKind.LEFT, {"cause": "deactivated"})
-    elif row.active and not was_active:
-        event(EventKind.REJOINED if rejoin else EventKind.JOINED)
-    attributes = [name for name in changed if name != "active"]
-    if attributes:
-        event(EventKind.UPDATED, {"attributes": attributes})
     return row
 
 
@@ -355,7 +346,7 @@ def delete_user(*, session: Session, caller: ScimCaller, user_id: str, if_match:
     ).rowcount
     connection.execute(_DELETE_VALUES, {"_pk": row.pk})
     connection.execute(_DELETE_USER, {"_pk": row.pk})
-    audit = append_audit(
+    record_change(
         session,
         actor=caller.actor,
         action="scim.user.deleted",
@@ -364,13 +355,7 @@ def delete_user(*, session: Session, caller: ScimCaller, user_id: str, if_match:
         resource_id=row.id,
         before=row.attributes,
         detail={"was_active": row.active, "memberships_removed": memberships},
-    )
-    record_event(
-        session,
-        partner_id=caller.partner_id,
-        kind=EventKind.LEFT,
-        subject_type="user",
-        subject_id=row.id,
-        detail={"cause": "deleted", "was_active": row.active},
-        audit_id=audit.id,
+        events=[
+            NewEvent(caller.partner_id, EventKind.LEFT, "user", row.id, {"cause": "deleted", "was_active": row.active})
+        ],
     )
