@@ -271,12 +271,11 @@ class EntenteOpenIDCode(OpenIDCode):  # type: ignore[misc]
 
     def exists_nonce(self, nonce: str, request: EntenteRequest) -> bool:
         """A nonce this client already used in a code: a replayed authentication request."""
-        found = (
-            self.server.session.connection()
-            .execute(_NONCE_USED, {"client_id": request.payload.client_id, "nonce": nonce})
-            .first()
-        )
-        return found is not None
+        key = (request.payload.client_id, nonce)
+        if key not in self.server.used_nonces:
+            found = self.server.session.connection().execute(_NONCE_USED, {"client_id": key[0], "nonce": nonce})
+            self.server.used_nonces[key] = found.first() is not None
+        return self.server.used_nonces[key]
 
     def generate_user_info(self, user: Principal, scope: str) -> UserInfo:
         return UserInfo({**identity_claims(user, scope), "sid": user.session_id})

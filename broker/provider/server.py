@@ -80,6 +80,9 @@ class EntenteAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         self.now = now or utcnow()
         self.issuer = issuer_of(settings)
         self._issued: Issued | None = None
+        self._clients: dict[str | None, RegisteredClient | None] = {}
+        self.used_nonces: dict[tuple[str, str], bool] = {}
+        """``EntenteOpenIDCode.exists_nonce``'s answers in this request (authlib asks twice)."""
         self.register_token_generator("default", self._generate_token)
         self.register_grant(
             EntenteAuthorizationCodeGrant,
@@ -97,7 +100,11 @@ class EntenteAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
 
     # -- what authlib asks a framework integration for --------------------------------------------
     def query_client(self, client_id: str | None) -> RegisteredClient | None:
-        return find_client(self.session, client_id=client_id)
+        """Read once per request: authlib asks again while answering an authorization request it
+        has just validated (one more round trip to the database each time)."""
+        if client_id not in self._clients:
+            self._clients[client_id] = find_client(self.session, client_id=client_id)
+        return self._clients[client_id]
 
     def create_oauth2_request(self, request: object) -> EntenteRequest:
         if not isinstance(request, EntenteRequest):
