@@ -100,6 +100,16 @@ def federate(
 
 
 @pytest.fixture
+def fed(federate: FederateFactory) -> Federated:
+    """A partner binding by externalId, with one active person whose externalId is the IdP account's sub."""
+    federated = federate()
+    sub = federated.account()
+    federated.partner.create_user("kim", externalId=sub)
+    federated.sub = sub  # type: ignore[attr-defined]
+    return federated
+
+
+@pytest.fixture
 def browser(app: FastAPI) -> Iterator[Browser]:
     client = Browser(app)
     yield client

@@ -17,20 +17,11 @@ from broker.federation.base import InvalidAssertion
 from broker.federation.discovery import KeyCache
 from broker.federation.idtoken import ALLOWED_ALGORITHMS, IdTokenCheck, validate_id_token
 from tests.federation.browser import Browser, replace_query
-from tests.federation.conftest import Federated, FederateFactory, Tamper
+from tests.federation.conftest import Federated, Tamper
 from tests.federation.test_refusals import Audit, failure, refused
 
 ISSUER = "https://idp.rotating.example"
 JWKS_URI = f"{ISSUER}/jwks"
-
-
-@pytest.fixture
-def fed(federate: FederateFactory) -> Federated:
-    federated = federate()
-    sub = federated.account()
-    federated.partner.create_user("kim", externalId=sub)
-    federated.sub = sub  # type: ignore[attr-defined]
-    return federated
 
 
 # --- RFC 9700 §4.6 access token injection: at_hash ----------------------------------------------------

@@ -55,16 +55,6 @@ def no_sessions(engine: Engine, partner_id: str) -> None:
         assert session.exec(select(LoginSession).where(LoginSession.partner_id == partner_id)).all() == []
 
 
-@pytest.fixture
-def fed(federate: FederateFactory) -> Federated:
-    """A partner binding by externalId, with one active person whose externalId is the IdP account's sub."""
-    federated = federate()
-    sub = federated.account()
-    federated.partner.create_user("kim", externalId=sub)
-    federated.sub = sub  # type: ignore[attr-defined]
-    return federated
-
-
 # --- state, replay, nonce, PKCE, RFC 9207 ------------------------------------------------------------
 
 

@@ -23,13 +23,14 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from joserfc import jwt
 from joserfc.jwk import KeySet
+from sqlalchemy import update
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, SQLModel
 
 from broker.audit.log import Actor
 from broker.federation.base import FederatedIdentity
 from broker.main import create_app
-from broker.provider.clients import add_client
+from broker.provider.clients import add_client, sha256_hex
 from broker.sessions.service import COOKIE_NAME, start_session
 from broker.settings import Settings
 from broker.workspaces.models import Workspace
@@ -240,6 +241,16 @@ class World:
                 actor=OPERATOR,
             )
         return RelyingParty(slug, added.secret, redirect_uri, workspace or self.workspace, self.browser)
+
+    def expire(self, model: type[SQLModel], secret: str, *, ago: dt.timedelta = dt.timedelta(seconds=1)) -> None:
+        """Move the ``expires_at`` of the code or token row keyed by this secret's SHA-256 into the past."""
+        table = model.__table__  # type: ignore[attr-defined]
+        key = table.primary_key.columns.values()[0]
+        with Session(self.engine) as session:
+            session.execute(
+                update(table).where(key == sha256_hex(secret)).values(expires_at=dt.datetime.now(dt.UTC) - ago)
+            )
+            session.commit()
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from sqlalchemy import update
 from sqlmodel import Session, select
 
 from broker.errors import InvalidValue
-from broker.provider.clients import add_client, sha256_hex
+from broker.provider.clients import add_client
 from broker.provider.logout import BACKCHANNEL_EVENT, LogoutSender
 from broker.provider.models import AuthorizationCode, LogoutNotification
 from broker.sessions.models import LoginSession
@@ -197,14 +197,7 @@ def test_oidcc_codereuse_30seconds(world: World) -> None:
     rp = world.client()
     code = rp.code()
     tokens = rp.exchange(code).json()
-    with Session(world.engine) as session:
-        table = AuthorizationCode.__table__  # type: ignore[attr-defined]
-        session.execute(
-            update(table)
-            .where(table.c.code_sha256 == sha256_hex(code))
-            .values(expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=30))
-        )
-        session.commit()
+    world.expire(AuthorizationCode, code, ago=dt.timedelta(seconds=30))
     body = _json_refusal(rp.exchange(code), "invalid_grant")
     assert "already used" in body["error_description"]
     assert rp.introspect(tokens["access_token"]) == {"active": False}

@@ -292,14 +292,7 @@ def test_4_14_2_an_expired_refresh_token_is_refused(world: World) -> None:
     world.login(alice["id"])
     rp = world.client()
     tokens = rp.login_flow()
-    with Session(world.engine) as session:
-        table = RefreshToken.__table__  # type: ignore[attr-defined]
-        session.execute(
-            update(table)
-            .where(table.c.token_sha256 == sha256_hex(tokens["refresh_token"]))
-            .values(expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
-        )
-        session.commit()
+    world.expire(RefreshToken, tokens["refresh_token"])
     _refused(rp.refresh(tokens["refresh_token"]), "invalid_grant")
     assert rp.introspect(tokens["refresh_token"], token_type_hint="refresh_token") == {"active": False}
 

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import hashlib
 
-from sqlalchemy import update
 from sqlmodel import Session
 
-from broker.provider.clients import sha256_hex
 from broker.provider.models import AuthorizationCode
 from tests.provider.conftest import ISSUER, World, verify_jwt
 
@@ -167,14 +164,7 @@ def test_expired_code_is_invalid_grant(world: World) -> None:
     world.login(alice["id"])
     rp = world.client()
     code = rp.code()
-    with Session(world.engine) as session:
-        table = AuthorizationCode.__table__  # type: ignore[attr-defined]
-        session.execute(
-            update(table)
-            .where(table.c.code_sha256 == sha256_hex(code))
-            .values(expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
-        )
-        session.commit()
+    world.expire(AuthorizationCode, code)
     _error(rp.exchange(code), "invalid_grant")
 
 
@@ -224,7 +214,6 @@ def test_malformed_token_requests(world: World) -> None:
 def test_id_token_groups_resolve_nesting_as_the_engine_does(world: World) -> None:
     """``load_person`` (the token path's one-person Core loader) gives the facts ``load_people`` gives:
     groups through nesting (a cycle included), emails, attributes."""
-    from sqlmodel import Session
 
     from broker.lifecycle.facts import load_people, load_person
 
