@@ -7,7 +7,9 @@ One negative test per item that had none elsewhere, each named after the section
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import json
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -242,9 +244,6 @@ def test_2_3_an_id_token_is_not_an_access_token(world: World) -> None:
 
 def test_2_3_an_unsigned_access_token_is_refused(world: World) -> None:
     """``alg=none`` copy of a live access token: refused at UserInfo, inactive at introspection."""
-    import base64
-    import json
-
     alice = world.person("alice")
     world.login(alice["id"])
     rp = world.client()
