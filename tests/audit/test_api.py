@@ -100,6 +100,8 @@ def test_partner_reads_checkpoints_and_proofs_of_its_own_records(
 def test_only_operators_read_the_whole_log(
     partner: PartnerHandle, audit_api: TestClient, checkpoint: Checkpointer
 ) -> None:
+    for name in ("ann", "bob", "cy"):  # three leaves to read, even on a fresh log
+        partner.create_user(name)
     size = checkpoint().tree_size
     assert audit_api.get(f"/leaves?start=0&end={size}", headers=_bearer(partner)).status_code == 403
     leaves = audit_api.get(f"/leaves?start={size - 3}&end={size}", headers=OPERATOR).json()
