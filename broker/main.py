@@ -77,7 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     install_observability(app, settings)
-    # Starlette tries routes in order, about a microsecond each: the busiest first (SCIM feeds, then the
+    # Starlette tries routes in order, a few microseconds each: the busiest first (SCIM feeds, then the
     # provider and login that every sign-in and refresh crosses), the /scim alias after them.
     app.include_router(scim_router, prefix=_SCIM_PREFIXES[0])
     app.include_router(provider_router)
