@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from broker.audit.api import router as audit_router
 from broker.console.api import error_page as console_error_page
 from broker.console.api import router as console_router
-from broker.db import create_db_engine
+from broker.db import create_db_engine, is_sqlite
 from broker.errors import BrokerError, InvalidValue, NotFound
 from broker.federation.api import router as login_router
 from broker.federation.cache import adapter_cache
@@ -29,7 +30,7 @@ from broker.scim.api import router as scim_router
 from broker.settings import Settings, get_settings
 from broker.signals.api import router as signals_router
 
-__all__ = ["app_from_environment", "create_app"]
+__all__ = ["app_from_environment", "create_app", "switch_interval_seconds"]
 
 log = logging.getLogger("entente")
 _SCIM_PREFIXES = ("/scim/v2", "/scim")
@@ -129,4 +130,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def app_from_environment() -> FastAPI:
     """Factory for `entente serve`: each worker process builds its app from the environment."""
-    return create_app(Settings())
+    settings = Settings()
+    sys.setswitchinterval(switch_interval_seconds(settings))
+    return create_app(settings)
+
+
+def switch_interval_seconds(settings: Settings) -> float:
+    """``thread_switch_interval_ms``, or its default for the database (see Settings)."""
+    if settings.thread_switch_interval_ms is not None:
+        return settings.thread_switch_interval_ms / 1000
+    return 0.005 if is_sqlite(settings.database_url) else 0.0005
