@@ -20,8 +20,10 @@ NODE = re.compile(r"((?:tests/|P/|F/|cert|BCP|CB|TM)[\w/.]*)::(test_\w+)")
 
 def _path(reference: str) -> Path:
     for short, long in ABBREVIATIONS.items():
-        if reference == short or (short.endswith("/") and reference.startswith(short)):
-            return ROOT / (long + reference[len(short) :] if short.endswith("/") else long)
+        if reference == short:
+            return ROOT / long
+        if short.endswith("/") and reference.startswith(short):
+            return ROOT / long / reference[len(short) :]
     return ROOT / reference
 
 
