@@ -351,7 +351,8 @@ EXPERIMENTS = {
     # httpcore 1.0.9's quadratic pass. Happy path only: httpx2's exceptions are not httpx's.
     "httpx2": "import httpx, httpx2\nhttpx.AsyncClient = httpx2.AsyncClient\n",
     # A thread back from a database round trip waits for the GIL up to the switch interval (5 ms) while
-    # the delivery worker computes: 0.5 ms makes SCIM requests wait less behind the worker.
+    # the delivery worker computes. 0.5 ms is `entente serve`'s default on PostgreSQL since this was
+    # measured (ENTENTE_THREAD_SWITCH_INTERVAL_MS); on SQLite this stays a what-if.
     "switch-interval": "import sys\nsys.setswitchinterval(0.0005)\n",
 }
 

@@ -17,9 +17,11 @@ from sqlmodel import Session, create_engine
 
 from broker.settings import Settings
 
-__all__ = ["SessionDep", "create_db_engine", "get_session", "migrate", "is_sqlite"]
+__all__ = ["BUSY_TIMEOUT_SECONDS", "SessionDep", "create_db_engine", "get_session", "migrate", "is_sqlite"]
 
 _ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"
+BUSY_TIMEOUT_SECONDS = 30.0
+"""How long a SQLite writer waits for the file (busy timeout) and for its turn, then fails as SQLite would."""
 
 
 def is_sqlite(url: str) -> bool:
@@ -48,7 +50,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_SECONDS * 1000:.0f}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -64,8 +66,6 @@ def _configure_sqlite(engine: Engine) -> None:
 
 _WRITE_TURNS: dict[str, threading.Lock] = {}
 _WRITE_TURNS_GUARD = threading.Lock()
-_WAIT_SECONDS = 30.0
-"""As long as SQLite's busy timeout: a writer waits this long for its turn, then fails as SQLite would."""
 
 
 class _SerialisedWriters(sqlite3.Connection):
@@ -91,7 +91,7 @@ class _SerialisedWriters(sqlite3.Connection):
     def take_write_turn(self) -> None:
         if self._turn is None or self._holding:
             return
-        if not self._turn.acquire(timeout=_WAIT_SECONDS):
+        if not self._turn.acquire(timeout=BUSY_TIMEOUT_SECONDS):
             raise sqlite3.OperationalError("database is locked (no write turn within the busy timeout)")
         self._holding = True
 
@@ -152,7 +152,8 @@ def create_db_engine(settings: Settings) -> Engine:
     url = settings.database_url
     if is_sqlite(url):
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30, "factory": _SerialisedWriters}
+            url,
+            connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_SECONDS, "factory": _SerialisedWriters},
         )
         _configure_sqlite(engine)
         return engine

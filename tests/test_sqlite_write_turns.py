@@ -72,7 +72,7 @@ def test_a_failed_begin_gives_the_turn_back(sqlite_engine: Engine, tmp_path: Pat
 
 
 def test_no_turn_waits_longer_than_the_busy_timeout(sqlite_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(db, "_WAIT_SECONDS", 0.2)
+    monkeypatch.setattr(db, "BUSY_TIMEOUT_SECONDS", 0.2)
     holder = sqlite_engine.connect()
     holder.begin()
     failure: list[BaseException] = []

@@ -21,6 +21,8 @@ from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.sql import Executable
 from sqlmodel import create_engine
 
+from broker.db import BUSY_TIMEOUT_SECONDS
+
 __all__ = ["BATCH", "report_connection", "stream"]
 
 BATCH = 1000
@@ -30,12 +32,12 @@ BATCH = 1000
 @lru_cache(maxsize=8)
 def _sqlite_reader(url: str) -> Engine:
     """A read engine on this SQLite file: deferred transactions, same busy timeout as the app's."""
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_SECONDS})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # SQLAlchemy, not pysqlite, decides where transactions start
-        dbapi_connection.execute("PRAGMA busy_timeout=30000")
+        dbapi_connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_SECONDS * 1000:.0f}")
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
