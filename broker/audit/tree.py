@@ -22,7 +22,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Index, LargeBinary, bindparam, delete, insert
+from sqlalchemy import BigInteger, Column, Index, LargeBinary, bindparam, delete, insert, text
 from sqlalchemy import select as sa_select
 from sqlmodel import Field, Session, SQLModel, col, func, select
 
@@ -138,6 +138,20 @@ _HASHES = sa_select(_NODES.c.id, _NODES.c.hash).where(_NODES.c.id.in_(bindparam(
 _DEQUEUE = delete(_PENDING).where(_PENDING.c.record_id == bindparam("record_id"))
 """Built once: proofs run these on every request, and building a statement costs more than running it."""
 
+# PostgreSQL: a batch's leaves, nodes and dequeue as three statements of one array per column. psycopg
+# runs an executemany as one statement per row (a few dozen microseconds of client CPU each, three or
+# four rows per record); SQLite's executemany is a loop in C and stays as it is.
+_PG_LEAVES = text(
+    "INSERT INTO audit_leaf (leaf_index, record_id, partner_id, sequenced_at) "
+    "SELECT leaf_index, record_id, partner_id, :sequenced_at "
+    "FROM unnest(CAST(:leaf_index AS bigint[]), CAST(:record_id AS bigint[]), CAST(:partner_id AS varchar[])) "
+    "AS batch (leaf_index, record_id, partner_id)"
+).bindparams(bindparam("sequenced_at", type_=UTCDateTime()))
+_PG_NODES = text(
+    "INSERT INTO audit_node (id, hash) SELECT * FROM unnest(CAST(:id AS bigint[]), CAST(:hash AS bytea[]))"
+)
+_PG_DEQUEUE = text("DELETE FROM audit_pending WHERE record_id = ANY(CAST(:record_id AS bigint[]))")
+
 
 def tree_size(session: Session) -> int:
     """Leaves sequenced so far (committed); 0 for an empty tree."""
@@ -230,9 +244,20 @@ def sequence(session: Session, tree: AuditTree, *, limit: int = 5000) -> int:
         leaves.append({"leaf_index": edge.size, "record_id": row.id, "partner_id": row.partner_id, "sequenced_at": now})
         nodes.extend({"id": node_key(n), "hash": h} for n, h in edge.append(_leaf_hash_of(row)))
     connection = session.connection()
-    connection.execute(insert(_LEAVES), leaves)
-    connection.execute(insert(_NODES), nodes)
-    connection.execute(_DEQUEUE, [{"record_id": row.id} for row in rows])
+    if connection.dialect.name == "postgresql":
+        connection.execute(
+            _PG_LEAVES,
+            {
+                "sequenced_at": now,
+                **{name: [leaf[name] for leaf in leaves] for name in ("leaf_index", "record_id", "partner_id")},
+            },
+        )
+        connection.execute(_PG_NODES, {"id": [n["id"] for n in nodes], "hash": [n["hash"] for n in nodes]})
+        connection.execute(_PG_DEQUEUE, {"record_id": [row.id for row in rows]})
+    else:
+        connection.execute(insert(_LEAVES), leaves)
+        connection.execute(insert(_NODES), nodes)
+        connection.execute(_DEQUEUE, [{"record_id": row.id} for row in rows])
     tree.size = edge.size
     session.add(tree)
     session.flush()
