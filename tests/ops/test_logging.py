@@ -6,6 +6,7 @@ import datetime as dt
 import io
 import json
 import logging
+import os
 import subprocess
 import time
 import uuid
@@ -20,6 +21,7 @@ from sqlmodel import Session
 
 from broker.audit.log import Actor
 from broker.db import create_db_engine
+from broker.observability.http import _request_id
 from broker.observability.logging import JsonFormatter, RequestContextFilter, log_config
 from broker.settings import Settings
 from broker.tenants.models import DomainPolicy
@@ -70,6 +72,19 @@ def test_request_id_is_made_when_absent_or_unusable(json_lines: io.StringIO, par
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids) and ids[0] != ids[1]
     assert [line["request_id"] for line in _records(json_lines, "entente.access")] == ids
     assert all("filter" not in line["path"] for line in _records(json_lines, "entente.access"))
+
+
+def test_a_forked_worker_makes_other_request_ids_than_its_parent() -> None:
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe and exits at once
+        os.write(write, _request_id({}).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(child, 0)
+    from_child = os.read(read, 64).decode()
+    os.close(read)
+    assert len(from_child) == 32 and from_child != _request_id({})
 
 
 def test_log_lines_outside_requests_and_exceptions_stay_one_json_line(json_lines: io.StringIO) -> None:
