@@ -17,11 +17,21 @@ from sqlmodel import Session, create_engine
 
 from broker.settings import Settings
 
-__all__ = ["BUSY_TIMEOUT_SECONDS", "SessionDep", "create_db_engine", "get_session", "migrate", "is_sqlite"]
+__all__ = [
+    "BUSY_TIMEOUT_PRAGMA",
+    "BUSY_TIMEOUT_SECONDS",
+    "SessionDep",
+    "create_db_engine",
+    "get_session",
+    "migrate",
+    "is_sqlite",
+]
 
 _ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"
 BUSY_TIMEOUT_SECONDS = 30.0
 """How long a SQLite writer waits for the file (busy timeout) and for its turn, then fails as SQLite would."""
+BUSY_TIMEOUT_PRAGMA = f"PRAGMA busy_timeout={BUSY_TIMEOUT_SECONDS * 1000:.0f}"
+"""The same wait for SQLite's own busy handler, on every connection the app or a report reader opens."""
 
 
 def is_sqlite(url: str) -> bool:
@@ -50,7 +60,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_SECONDS * 1000:.0f}")
+        cursor.execute(BUSY_TIMEOUT_PRAGMA)
         cursor.close()
 
     @event.listens_for(engine, "begin")

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.sql import Executable
 from sqlmodel import create_engine
 
-from broker.db import BUSY_TIMEOUT_SECONDS
+from broker.db import BUSY_TIMEOUT_PRAGMA, BUSY_TIMEOUT_SECONDS
 
 __all__ = ["BATCH", "report_connection", "stream"]
 
@@ -37,7 +37,7 @@ def _sqlite_reader(url: str) -> Engine:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # SQLAlchemy, not pysqlite, decides where transactions start
-        dbapi_connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_SECONDS * 1000:.0f}")
+        dbapi_connection.execute(BUSY_TIMEOUT_PRAGMA)
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
