@@ -17,7 +17,7 @@ load changes on a shared machine hit both alike, and each with a fresh cookie ja
 kept alive across logins, as a browser keeps them):
 
 - through Entente: the workspace client's authorization request at Entente's ``/oidc/authorize`` ->
-  ``/login`` (the email question) -> POST of the email (home-realm discovery) -> ``/login/bench`` ->
+  ``/login`` (the email question) -> POST of the email (home-realm discovery, a 303 to the IdP) ->
   the IdP (devInteractions login and consent forms) -> ``/login/callback/bench.oidc`` (Entente redeems
   the IdP's code, checks the ID token, fetches userinfo, binds, starts the session) ->
   ``/oidc/authorize`` again -> the code at the workspace's redirect URI -> the token exchange at

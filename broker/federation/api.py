@@ -1,8 +1,8 @@
 """Federated login at Entente: home-realm discovery, the partner IdP round trip, the login session.
 
     GET  /login                        the email question (or, with ``login_hint``, straight to the IdP)
-    POST /login                        email -> the partner that verified its domain -> /login/{slug}
-    GET  /login/{partner_slug}         the partner's (first) IdP connection: 303 to the IdP
+    POST /login                        email -> the partner that verified its domain -> 303 to its IdP
+    GET  /login/{partner_slug}         a partner's direct link: its (first) IdP connection, 303 to the IdP
     GET  /login/callback/{connection}  the IdP's answer: verify, bind, start the session, 303 to ``next``
     POST /login/callback/{connection}  the same for SAML: the ACS (HTTP-POST binding, ``RelayState`` = state)
     GET  /login/saml/{connection}/metadata  Entente's SAML SP metadata for that connection
@@ -20,7 +20,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
 from sqlalchemy.engine import Engine
@@ -37,7 +37,7 @@ from broker.federation.models import IdPConnection, IdPProtocol
 from broker.federation.pages import PAGE_HEADERS, error_page, login_page, message_page
 from broker.federation.saml_form import posted_form
 from broker.federation.saml_metadata import sp_metadata
-from broker.federation.service import first_connection, get_connection, partner_for_email
+from broker.federation.service import confirm_connection, first_connection, get_connection, partner_for_email
 from broker.federation.transaction import (
     LoginTransaction,
     UnsafeRedirect,
@@ -51,7 +51,7 @@ from broker.scim.models import ScimUser
 from broker.sessions.models import LoginSession
 from broker.sessions.service import COOKIE_NAME, find_session, start_session
 from broker.settings import Settings
-from broker.tenants.models import PartnerStatus
+from broker.tenants.models import Partner, PartnerStatus
 from broker.tenants.service import get_partner
 from broker.types import utcnow
 
@@ -82,6 +82,10 @@ def _refusal(error: BrokerError) -> Response:
 # --- database work (thread pool) -------------------------------------------------------------------
 
 
+class UnknownDomain(FederationError):
+    """No partner verified the domain of the email given at the login form (asked again, not refused)."""
+
+
 def _signed_in_as(engine: Engine, cookie: str | None) -> str | None:
     with Session(engine) as session:
         row = find_session(session, cookie_value=cookie)
@@ -93,29 +97,33 @@ def _signed_in_as(engine: Engine, cookie: str | None) -> str | None:
         return user
 
 
-def _discover(engine: Engine, email: str) -> str:
-    """The slug of the partner whose verified domain the email is in, or a FederationError."""
-    with Session(engine) as session:
+def _connection_of(session: Session, partner: Partner) -> IdPConnection:
+    """The partner's IdP connection for a login, detached; a FederationError if it cannot log anyone in."""
+    if partner.status != PartnerStatus.ACTIVE:
+        raise FederationError(f"{partner.name}'s access to Entente is suspended")
+    connection = first_connection(session=session, partner_id=partner.id)
+    if connection is None:
+        raise FederationError(f"{partner.name} has no identity provider connected to Entente yet")
+    session.expunge(connection)
+    return connection
+
+
+def _discover(engine: Engine, email: str) -> IdPConnection:
+    """The IdP connection of the partner whose verified domain the email is in (home-realm discovery)."""
+    with Session(engine, expire_on_commit=False) as session:
         partner = partner_for_email(session=session, email=email)
-    if partner is None:
-        domain = email.rpartition("@")[2] or email
-        raise FederationError(
-            f"no organisation working through Entente uses the domain '{domain}'; check the address, "
-            "or ask your administrator for your organisation's sign-in link"
-        )
-    return partner.slug
+        if partner is None:
+            domain = email.rpartition("@")[2] or email
+            raise UnknownDomain(
+                f"no organisation working through Entente uses the domain '{domain}'; check the address, "
+                "or ask your administrator for your organisation's sign-in link"
+            )
+        return _connection_of(session, partner)
 
 
 def _partner_connection(engine: Engine, slug: str) -> IdPConnection:
     with Session(engine, expire_on_commit=False) as session:
-        partner = get_partner(session=session, slug=slug)
-        if partner.status != PartnerStatus.ACTIVE:
-            raise FederationError(f"{partner.name}'s access to Entente is suspended")
-        connection = first_connection(session=session, partner_id=partner.id)
-        if connection is None:
-            raise FederationError(f"{partner.name} has no identity provider connected to Entente yet")
-        session.expunge(connection)
-        return connection
+        return _connection_of(session, get_partner(session=session, slug=slug))
 
 
 def _load_connection(engine: Engine, connection_id: str) -> IdPConnection:
@@ -155,8 +163,9 @@ def _audit_failure(
 def _finish_login(
     engine: Engine, settings: Settings, connection: IdPConnection, identity: FederatedIdentity, previous: str | None
 ) -> _Login:
-    """Bind, end the browser's previous session, start the new one, audit: one transaction."""
+    """Confirm the connection, bind, end the browser's previous session, start the new one, audit: one transaction."""
     with Session(engine, expire_on_commit=False) as session:
+        confirm_connection(session=session, connection=connection)
         person = bind_identity(session=session, settings=settings, connection=connection, identity=identity)
         old = find_session(session, cookie_value=previous)
         if old is not None:
@@ -212,12 +221,12 @@ def _end_current(engine: Engine, cookie: str | None) -> LoginSession | None:
 # --- routes ----------------------------------------------------------------------------------------
 
 
-async def _begin(request: Request, connection: IdPConnection, next_path: str) -> Response:
+async def _begin(request: Request, connection: IdPConnection, next_path: str, hint: str | None) -> Response:
     settings = _settings(request)
     transaction = LoginTransaction.start(connection_id=connection.id, next_path=next_path)
     try:
         adapter = adapter_cache(request.app.state).get(connection, settings)
-        response = await adapter.begin(request, state=transaction.state, nonce=transaction.secret)
+        response = await adapter.begin(request, state=transaction.state, nonce=transaction.secret, login_hint=hint)
     except BrokerError as error:
         await run_in_threadpool(_audit_failure, _engine(request), connection, error, None)
         return _refusal(error)
@@ -227,13 +236,17 @@ async def _begin(request: Request, connection: IdPConnection, next_path: str) ->
 
 
 async def _to_partner(request: Request, email: str, next_path: str) -> Response:
-    """Home-realm discovery, then the per-partner link (which carries ``login_hint`` to the IdP)."""
+    """Home-realm discovery, then straight to that partner's IdP with the email as ``login_hint``.
+
+    Not by way of ``/login/{slug}``: a browser's extra round trip to Entente on every login.
+    """
     try:
-        slug = await run_in_threadpool(_discover, _engine(request), email)
-    except FederationError as error:
+        connection = await run_in_threadpool(_discover, _engine(request), email)
+    except UnknownDomain as error:
         return login_page(next_path=next_path, email=email, error=error.detail, status=400)
-    query = urlencode({"login_hint": email, "next": next_path})
-    return RedirectResponse(f"/login/{slug}?{query}", status_code=303, headers={"Cache-Control": "no-store"})
+    except BrokerError as error:
+        return _refusal(error)
+    return await _begin(request, connection, next_path, email)
 
 
 @router.get("/login")
@@ -310,10 +323,14 @@ async def _callback(
 ) -> Response:
     """Complete the login of ``state`` at a connection of ``protocol`` (OIDC answers by GET, SAML by POST)."""
     settings, engine = _settings(request), _engine(request)
-    try:
-        connection = await run_in_threadpool(_load_connection, engine, connection_id)
-    except BrokerError as error:
-        return _refusal(error)
+    # The connection this process began the login with, if it still has it: its version is confirmed
+    # in _finish_login's transaction, so a login is never finished with a changed or removed one.
+    connection = adapter_cache(request.app.state).connection(connection_id)
+    if connection is None:
+        try:
+            connection = await run_in_threadpool(_load_connection, engine, connection_id)
+        except BrokerError as error:
+            return _refusal(error)
     if connection.protocol != protocol:
         method = "POST" if connection.protocol == IdPProtocol.SAML else "GET"
         return _refusal(
@@ -354,7 +371,7 @@ async def partner_login(request: Request, partner_slug: str) -> Response:
         connection = await run_in_threadpool(_partner_connection, _engine(request), partner_slug)
     except BrokerError as error:
         return _refusal(error)
-    return await _begin(request, connection, next_path)
+    return await _begin(request, connection, next_path, request.query_params.get("login_hint"))
 
 
 @router.get("/logout")

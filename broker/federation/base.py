@@ -86,8 +86,9 @@ class IdPAdapter(Protocol):
 
     protocol: ClassVar[Literal["oidc", "saml"]]
 
-    async def begin(self, request: Request, *, state: str, nonce: str) -> Response:
-        """Send the browser to the IdP (302, or an auto-posting form for SAML)."""
+    async def begin(self, request: Request, *, state: str, nonce: str, login_hint: str | None = None) -> Response:
+        """Send the browser to the IdP (302, or an auto-posting form for SAML), passing on the email
+        the person already gave (OIDC ``login_hint``) so they are not asked twice."""
         ...
 
     async def complete(self, request: Request, *, state: str, nonce: str) -> FederatedIdentity:

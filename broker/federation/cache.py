@@ -102,17 +102,29 @@ REGISTRY: dict[str, AdapterFactory] = {
 
 
 class AdapterCache:
-    """``(connection id, version) -> adapter`` for one process."""
+    """``(connection id, version) -> adapter`` for one process, and the connection each was built from."""
 
     def __init__(self, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
         """``transport`` is given to every adapter built here (tests: an in-process or tampering transport)."""
         self._transport = transport
         self._adapters: dict[str, tuple[int, IdPAdapter]] = {}
+        self._connections: dict[str, IdPConnection] = {}
         self._retired: list[IdPAdapter] = []
         self._lock = threading.Lock()
 
+    def connection(self, connection_id: str) -> IdPConnection | None:
+        """The detached connection this process last built or used an adapter for, at that version.
+
+        It may be stale: whoever acts on a login it answers must confirm its version in the same
+        transaction (``broker.federation.service.confirm_connection``).
+        """
+        with self._lock:
+            return self._connections.get(connection_id)
+
     def get(self, connection: IdPConnection, settings: Settings) -> IdPAdapter:
         """The connection's adapter at its current version, built on first use."""
+        with self._lock:
+            self._connections[connection.id] = connection
         with self._lock:
             cached = self._adapters.get(connection.id)
             if cached is not None and cached[0] == connection.version:
@@ -132,7 +144,7 @@ class AdapterCache:
         """Close every adapter's pooled HTTP client (the app's shutdown)."""
         with self._lock:
             adapters = [adapter for _, adapter in self._adapters.values()] + self._retired
-            self._adapters, self._retired = {}, []
+            self._adapters, self._retired, self._connections = {}, [], {}
         for adapter in adapters:
             close = getattr(adapter, "aclose", None)
             if close is not None:

@@ -177,14 +177,12 @@ class OIDCAdapter:
         """The IdP's key cache, once the metadata was fetched."""
         return self._keys
 
-    async def begin(self, request: Request, *, state: str, nonce: str) -> Response:
+    async def begin(self, request: Request, *, state: str, nonce: str, login_hint: str | None = None) -> Response:
         """303 to the IdP's authorization endpoint (OIDC Core §3.1.2.1) with PKCE S256.
 
-        ``nonce`` is the login's secret (see the module docstring); a ``login_hint`` query parameter
-        of ``request`` is passed on to the IdP.
+        ``nonce`` is the login's secret (see the module docstring); ``login_hint`` is passed on to the IdP.
         """
         metadata = await self.metadata(self._http())
-        hint = request.query_params.get("login_hint")
         url = prepare_grant_uri(
             metadata.authorization_endpoint,
             self.config.client_id,
@@ -195,7 +193,7 @@ class OIDCAdapter:
             nonce=derive_nonce(nonce),
             code_challenge=create_s256_code_challenge(derive_code_verifier(nonce)),
             code_challenge_method="S256",
-            login_hint=hint if hint and len(hint) <= MAX_HINT else None,
+            login_hint=login_hint if login_hint and len(login_hint) <= MAX_HINT else None,
         )
         return RedirectResponse(url, status_code=303, headers={"Cache-Control": "no-store"})
 

@@ -164,8 +164,12 @@ class SAMLAdapter:
         except Exception as exc:  # pysaml2 refuses metadata with its own exception types (e.g. expired validUntil)
             raise InvalidMetadata(f"pysaml2 cannot use the IdP metadata ({type(exc).__name__}: {exc})"[:300]) from exc
 
-    async def begin(self, request: Request, *, state: str, nonce: str) -> Response:
-        """303 to the IdP's SingleSignOnService with an AuthnRequest (HTTP-Redirect) and ``RelayState=state``."""
+    async def begin(self, request: Request, *, state: str, nonce: str, login_hint: str | None = None) -> Response:
+        """303 to the IdP's SingleSignOnService with an AuthnRequest (HTTP-Redirect) and ``RelayState=state``.
+
+        ``login_hint`` is not sent: an AuthnRequest's ``Subject`` would ask the IdP for that exact
+        NameID, which the partner's IdP may not use.
+        """
         destination = self.config.metadata.sso_url
         _, authn_request = self._client.create_authn_request(
             destination, binding=BINDING_HTTP_POST, message_id=derive_request_id(nonce), allow_create="true"

@@ -17,6 +17,7 @@ from sqlmodel import Session, col, select
 
 from broker.audit.log import Actor, append_audit
 from broker.errors import BadRequest, Conflict, InvalidValue, NotFound
+from broker.federation.base import FederationError
 from broker.federation.models import BindingKey, IdPConnection, IdPProtocol
 from broker.federation.saml_metadata import parse_idp_metadata
 from broker.settings import Settings
@@ -29,6 +30,7 @@ __all__ = [
     "add_oidc_connection",
     "add_saml_connection",
     "check_issuer",
+    "confirm_connection",
     "first_connection",
     "get_connection",
     "list_connections",
@@ -186,6 +188,15 @@ def get_connection(*, session: Session, connection_id: str) -> IdPConnection:
     if connection is None:
         raise NotFound(f"no IdP connection '{connection_id}'")
     return connection
+
+
+def confirm_connection(*, session: Session, connection: IdPConnection) -> None:
+    """Refuse a login begun with a connection since changed or removed (its version read in this transaction)."""
+    version = session.exec(select(IdPConnection.version).where(IdPConnection.id == connection.id)).first()
+    if version != connection.version:
+        raise FederationError(
+            "the organisation's identity provider settings changed during this sign-in; please start again"
+        )
 
 
 def list_connections(*, session: Session, partner_slug: str | None = None) -> list[ConnectionRow]:

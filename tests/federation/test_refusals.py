@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from broker.audit.log import AuditRecord
-from broker.federation.models import BindingKey
+from broker.federation.models import BindingKey, IdPConnection
 from broker.scim.models import ScimUser
 from broker.sessions.models import LoginSession
 from broker.sessions.service import COOKIE_NAME
@@ -80,6 +80,23 @@ def test_a_changed_state_is_refused(fed: Federated, browser: Browser, audit: Aud
     callback = browser.sign_in_at_idp(browser.to_idp(fed.start), fed.sub)  # type: ignore[attr-defined]
     refused(browser.get(replace_query(callback, state="forged-state")), "no sign-in in progress")
     failure(audit, fed, "ReplayDetected")
+    no_sessions(engine, fed.partner.id)
+
+
+def test_a_connection_changed_during_the_sign_in_is_refused(
+    fed: Federated, browser: Browser, audit: Audit, engine: Engine
+) -> None:
+    """The callback may use the connection its process began with; the version read in the login's own
+    transaction decides, so a changed (e.g. rebound) connection finishes no login begun before the change."""
+    callback = browser.sign_in_at_idp(browser.to_idp(fed.start), fed.sub)  # type: ignore[attr-defined]
+    with Session(engine) as session:
+        row = session.get(IdPConnection, fed.connection_id)
+        assert row is not None
+        row.binding_key, row.version = BindingKey.EMAIL, row.version + 1
+        session.add(row)
+        session.commit()
+    refused(browser.get(callback), "settings changed during this sign-in")
+    failure(audit, fed, "FederationError")
     no_sessions(engine, fed.partner.id)
 
 
