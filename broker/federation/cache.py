@@ -124,8 +124,9 @@ class AdapterCache:
     def get(self, connection: IdPConnection, settings: Settings) -> IdPAdapter:
         """The connection's adapter at its current version, built on first use."""
         with self._lock:
-            self._connections[connection.id] = connection
-        with self._lock:
+            known = self._connections.get(connection.id)
+            if known is None or known.version <= connection.version:  # a slower reader's older row loses
+                self._connections[connection.id] = connection
             cached = self._adapters.get(connection.id)
             if cached is not None and cached[0] == connection.version:
                 return cached[1]

@@ -191,9 +191,11 @@ def get_connection(*, session: Session, connection_id: str) -> IdPConnection:
 
 
 def confirm_connection(*, session: Session, connection: IdPConnection) -> None:
-    """Refuse a login begun with a connection since changed or removed (its version read in this transaction)."""
-    version = session.exec(select(IdPConnection.version).where(IdPConnection.id == connection.id)).first()
-    if version != connection.version:
+    """Refuse a login begun with a connection since changed, removed or remade (read in this transaction)."""
+    current = session.exec(
+        select(IdPConnection.version, IdPConnection.created_at).where(IdPConnection.id == connection.id)
+    ).first()
+    if current is None or tuple(current) != (connection.version, connection.created_at):
         raise FederationError(
             "the organisation's identity provider settings changed during this sign-in; please start again"
         )
