@@ -29,6 +29,7 @@ from broker.scim.api import error_response
 from broker.scim.api import router as scim_router
 from broker.settings import Settings, get_settings
 from broker.signals.api import router as signals_router
+from broker.threads import shut_down_request_threads
 
 __all__ = ["app_from_environment", "create_app", "switch_interval_seconds"]
 
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 yield
             finally:
                 await adapter_cache(app.state).aclose()
+                shut_down_request_threads(app.state)
                 engine.dispose()
             return
         stop = asyncio.Event()
@@ -72,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await stop_scheduler(scheduler)
             await delivery
             await adapter_cache(app.state).aclose()
+            shut_down_request_threads(app.state)
             engine.dispose()
 
     app = FastAPI(title="Entente", version="0.1.0", lifespan=lifespan, docs_url="/api/docs", redoc_url=None)

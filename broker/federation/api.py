@@ -25,7 +25,6 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Request
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
 from broker.audit.log import Actor, append_audit
@@ -53,6 +52,7 @@ from broker.sessions.service import COOKIE_NAME, find_session, start_session
 from broker.settings import Settings
 from broker.tenants.models import Partner, PartnerStatus
 from broker.tenants.service import get_partner
+from broker.threads import in_thread
 from broker.types import utcnow
 
 __all__ = ["router"]
@@ -228,7 +228,7 @@ async def _begin(request: Request, connection: IdPConnection, next_path: str, hi
         adapter = adapter_cache(request.app.state).get(connection, settings)
         response = await adapter.begin(request, state=transaction.state, nonce=transaction.secret, login_hint=hint)
     except BrokerError as error:
-        await run_in_threadpool(_audit_failure, _engine(request), connection, error, None)
+        await in_thread(request.app.state, _audit_failure, _engine(request), connection, error, None)
         return _refusal(error)
     transaction.set_cookie(response, settings, cross_site_post=adapter.protocol == IdPProtocol.SAML.value)
     response.headers["Referrer-Policy"] = "no-referrer"
@@ -241,7 +241,7 @@ async def _to_partner(request: Request, email: str, next_path: str) -> Response:
     Not by way of ``/login/{slug}``: a browser's extra round trip to Entente on every login.
     """
     try:
-        connection = await run_in_threadpool(_discover, _engine(request), email)
+        connection = await in_thread(request.app.state, _discover, _engine(request), email)
     except UnknownDomain as error:
         return login_page(next_path=next_path, email=email, error=error.detail, status=400)
     except BrokerError as error:
@@ -259,7 +259,7 @@ async def login_form(request: Request) -> Response:
     hint = (request.query_params.get("login_hint") or "").strip()
     if hint:
         return await _to_partner(request, hint, next_path)
-    signed_in = await run_in_threadpool(_signed_in_as, _engine(request), request.cookies.get(COOKIE_NAME))
+    signed_in = await in_thread(request.app.state, _signed_in_as, _engine(request), request.cookies.get(COOKIE_NAME))
     return login_page(next_path=next_path, signed_in_as=signed_in)
 
 
@@ -308,7 +308,7 @@ async def login_callback_post(request: Request, connection_id: str) -> Response:
 async def saml_metadata(request: Request, connection_id: str) -> Response:
     """Entente's SP metadata for a SAML connection: what the partner imports at its IdP."""
     try:
-        connection = await run_in_threadpool(_load_connection, _engine(request), connection_id)
+        connection = await in_thread(request.app.state, _load_connection, _engine(request), connection_id)
     except BrokerError as error:
         return _refusal(error)
     if connection.protocol != IdPProtocol.SAML:
@@ -328,7 +328,7 @@ async def _callback(
     connection = adapter_cache(request.app.state).connection(connection_id)
     if connection is None:
         try:
-            connection = await run_in_threadpool(_load_connection, engine, connection_id)
+            connection = await in_thread(request.app.state, _load_connection, engine, connection_id)
         except BrokerError as error:
             return _refusal(error)
     if connection.protocol != protocol:
@@ -341,11 +341,11 @@ async def _callback(
         transaction = open_transaction(request, settings, connection_id=connection.id, state=state)
         adapter = adapter_cache(request.app.state).get(connection, settings)
         identity = await adapter.complete(request, state=transaction.state, nonce=transaction.secret)
-        login = await run_in_threadpool(
-            _finish_login, engine, settings, connection, identity, request.cookies.get(COOKIE_NAME)
+        login = await in_thread(
+            request.app.state, _finish_login, engine, settings, connection, identity, request.cookies.get(COOKIE_NAME)
         )
     except BrokerError as error:
-        await run_in_threadpool(_audit_failure, engine, connection, error, identity)
+        await in_thread(request.app.state, _audit_failure, engine, connection, error, identity)
         response = _refusal(error)
         clear_cookie(response, settings, state)
         return response
@@ -368,7 +368,7 @@ async def partner_login(request: Request, partner_slug: str) -> Response:
     """A partner's direct sign-in link: no email question."""
     try:
         next_path = safe_next(request.query_params.get("next"))
-        connection = await run_in_threadpool(_partner_connection, _engine(request), partner_slug)
+        connection = await in_thread(request.app.state, _partner_connection, _engine(request), partner_slug)
     except BrokerError as error:
         return _refusal(error)
     return await _begin(request, connection, next_path, request.query_params.get("login_hint"))
@@ -382,7 +382,7 @@ async def logout(request: Request) -> Response:
         next_path = safe_next(request.query_params.get("next"), default="")
     except UnsafeRedirect as error:
         return _refusal(error)
-    await run_in_threadpool(_end_current, _engine(request), request.cookies.get(COOKIE_NAME))
+    await in_thread(request.app.state, _end_current, _engine(request), request.cookies.get(COOKIE_NAME))
     response: Response = (
         RedirectResponse(next_path, status_code=303, headers={"Cache-Control": "no-store"})
         if next_path

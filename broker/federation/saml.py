@@ -50,7 +50,6 @@ from saml2.config import SPConfig
 from saml2.response import AuthnResponse, IncorrectlySigned, UnsolicitedResponse
 from saml2.saml import NAMEID_FORMAT_EMAILADDRESS
 from saml2.sigver import SigverError
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -60,6 +59,7 @@ from broker.federation.saml_form import posted_form
 from broker.federation.saml_metadata import IdPMetadata, InvalidMetadata
 from broker.federation.saml_replay import AssertionLedger, DatabaseLedger
 from broker.federation.saml_xml import parse_response
+from broker.threads import in_thread
 
 __all__ = ["SAMLAdapter", "SAMLConfig", "derive_request_id"]
 
@@ -205,10 +205,11 @@ class SAMLAdapter:
                 max_age=self.config.max_age,
             ),
         )
-        verified = await run_in_threadpool(self._verify, text, request_id, validity)
+        verified = await in_thread(request.app.state, self._verify, text, request_id, validity)
         identity = self._identity(verified)
         ledger = self._ledger or DatabaseLedger(request.app.state.engine)
-        await run_in_threadpool(
+        await in_thread(
+            request.app.state,
             ledger.consume,
             connection_id=self.config.connection_id,
             assertion_id=validity.assertion_id,

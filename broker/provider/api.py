@@ -30,7 +30,6 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from sqlmodel import Session
-from starlette.concurrency import run_in_threadpool
 
 from broker.provider.discovery import issuer_of, provider_metadata
 from broker.provider.errors import InvalidRequestError, OAuth2Error
@@ -41,6 +40,7 @@ from broker.provider.server import EntenteAuthorizationServer
 from broker.sessions.models import LoginSession
 from broker.sessions.service import COOKIE_NAME, find_session
 from broker.settings import Settings
+from broker.threads import in_thread
 
 __all__ = ["router"]
 
@@ -160,7 +160,7 @@ async def _serve(request: Request, work: Work, *, login: bool = False) -> Respon
                 session.rollback()
             return response
 
-    return _render(await run_in_threadpool(run), method=request.method)
+    return _render(await in_thread(request.app.state, run), method=request.method)
 
 
 @router.get("/oidc/.well-known/openid-configuration")
@@ -182,7 +182,7 @@ async def jwks(request: Request) -> Response:
             session.commit()
             return dict(document)
 
-    return JSONResponse(await run_in_threadpool(run), headers={"Cache-Control": "public, max-age=300"})
+    return JSONResponse(await in_thread(request.app.state, run), headers={"Cache-Control": "public, max-age=300"})
 
 
 @router.api_route("/oidc/authorize", methods=["GET", "POST"])

@@ -8,8 +8,6 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from anyio import CapacityLimiter, to_thread
-from anyio.lowlevel import RunVar
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from scim2_models import Error, SearchRequest
@@ -33,6 +31,7 @@ from broker.scim.listing import ListQuery, integer_parameter, list_resources, re
 from broker.scim.models import ScimGroup
 from broker.scim.resources import etag, unstorable
 from broker.scim.stored import StoredUser
+from broker.threads import in_thread
 
 __all__ = ["SCIM_MEDIA_TYPE", "error_response", "router"]
 
@@ -97,29 +96,13 @@ Work = Callable[[Session, ScimCaller], Response]
 """``work(session, caller)``: a request's database part, from the caller's confirmation to its response."""
 
 
-_DATABASE_THREADS: RunVar[CapacityLimiter] = RunVar("entente.scim.database_threads")
-
-
-def _database_threads(size: int) -> CapacityLimiter:
-    """The threads SCIM requests do their database work in: as many as the pool has connections.
-
-    More would only wait for a connection while competing for the GIL with those that have one
-    (anyio's default allows 40). One limiter per event loop, as anyio keeps its own default.
-    """
-    try:
-        return _DATABASE_THREADS.get()
-    except LookupError:
-        limiter = CapacityLimiter(size)
-        _DATABASE_THREADS.set(limiter)
-        return limiter
-
-
 async def _in_session(request: Request, caller: ScimCaller, work: Work) -> Response:
     """Confirm the caller, then run the request's work, rendering included, in ONE thread-pool call
     and one session.
 
     Every endpoint is async and so are its dependencies, so a request crosses to a thread exactly
-    once (each hop is a context switch and a fight for the GIL with the event loop). Parameters and
+    once (each hop is a context switch and a fight for the GIL with the event loop), in the app's
+    pool of as many threads as the database pool has connections (``broker.threads``). Parameters and
     bodies are checked inside ``work``, after the confirmation, so a revoked token is refused before
     anything about the request is judged. The session closes, rolling back anything uncommitted,
     before the thread returns.
@@ -130,7 +113,7 @@ async def _in_session(request: Request, caller: ScimCaller, work: Work) -> Respo
         with Session(engine, expire_on_commit=False) as session:
             return work(session, confirm_caller(session, caller))
 
-    return await to_thread.run_sync(run, limiter=_database_threads(caller.settings.database_pool_size))
+    return await in_thread(request.app.state, run)
 
 
 def _params(request: Request) -> dict[str, str]:

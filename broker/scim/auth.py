@@ -16,7 +16,6 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
-from starlette.concurrency import run_in_threadpool
 
 from broker.audit.log import Actor
 from broker.errors import Unauthorized
@@ -24,6 +23,7 @@ from broker.observability.http import bind_partner
 from broker.settings import Settings
 from broker.tenants.service import authenticate_scim_token, confirm_scim_token
 from broker.tenants.token_cache import AuthenticatedToken, TokenCache, token_cache
+from broker.threads import in_thread
 from broker.types import utcnow
 
 __all__ = ["ScimCaller", "ScimCallerDep", "confirm_caller", "scim_caller"]
@@ -69,7 +69,7 @@ async def scim_caller(request: Request) -> ScimCaller:
     ttl = settings.scim_auth_cache_seconds
     token = cache.get(credential, ttl=ttl, now=utcnow())
     if token is None:
-        token = await run_in_threadpool(_authenticate, engine, cache, credential, ttl)
+        token = await in_thread(request.app.state, _authenticate, engine, cache, credential, ttl)
     bind_partner(token.partner_slug)  # labels this request's logs and SCIM metrics
     return ScimCaller(
         partner_id=token.partner_id,

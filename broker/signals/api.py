@@ -25,7 +25,6 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlmodel import Session
-from starlette.concurrency import run_in_threadpool
 
 from broker.audit.log import Actor
 from broker.provider.clients import RegisteredClient
@@ -50,6 +49,7 @@ from broker.signals.streams import (
     set_status,
     update_stream,
 )
+from broker.threads import in_thread
 from broker.types import utcnow
 
 __all__ = ["router"]
@@ -204,7 +204,7 @@ async def _run(request: Request, work: Work[T]) -> T:
             client = authenticate_receiver(session, authorization=authorization)
             return work(session, client, body)
 
-    return await run_in_threadpool(run)
+    return await in_thread(request.app.state, run)
 
 
 def _json(body: Any, status: int = 200) -> JSONResponse:
@@ -364,12 +364,13 @@ async def poll(request: Request, stream_id: str) -> Response:
             session.commit()
             return found
 
-    return _json(_poll_body(await _long_poll(settings, again) or result))
+    return _json(_poll_body(await _long_poll(request, again) or result))
 
 
-async def _long_poll(settings: Settings, again: Callable[[], PollResult]) -> PollResult | None:
+async def _long_poll(request: Request, again: Callable[[], PollResult]) -> PollResult | None:
     """Call ``again`` whenever a local commit queues SETs (or each poll interval) until it finds some or
     ``signals_poll_wait_seconds`` pass; ``None`` if none came."""
+    settings: Settings = request.app.state.settings
     loop = asyncio.get_running_loop()
     woken = asyncio.Event()
 
@@ -383,7 +384,7 @@ async def _long_poll(settings: Settings, again: Callable[[], PollResult]) -> Pol
             woken.clear()
             with suppress(TimeoutError):
                 await asyncio.wait_for(woken.wait(), timeout=min(left, settings.delivery_poll_seconds))
-            found = await run_in_threadpool(again)
+            found = await in_thread(request.app.state, again)
             if found.sets:
                 return found
     finally:
