@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from authlib.oauth2.rfc6749 import scope_to_list
-from sqlalchemy import and_, bindparam, exists, or_, select
+from sqlalchemy import ColumnElement, Select, and_, bindparam, exists, or_, select
 from sqlmodel import Session
 
 from broker.lifecycle.facts import Person, load_person
@@ -24,7 +24,7 @@ from broker.scim.models import ScimUser
 from broker.tenants.models import Partner, PartnerStatus
 from broker.types import utcnow
 
-__all__ = ["Principal", "admit", "admit_without_facts", "identity_claims"]
+__all__ = ["Principal", "admit", "admit_without_facts", "admitted", "identity_claims", "with_admission"]
 
 _GRANTS = AccessGrant.__table__  # type: ignore[attr-defined]
 _USERS = ScimUser.__table__  # type: ignore[attr-defined]
@@ -47,8 +47,15 @@ _GRANT = (
     .where(_GRANT_OF)
 )
 """The grant of one person for one workspace, its partner's status and whether a kill switch covers them."""
+_ADMISSION_COLUMNS = (
+    _GRANTS.c.role,
+    _GRANTS.c.until,
+    _PARTNERS.c.status,
+    _SUSPENDED.label("suspended"),
+    _USERS.c.active,
+)
 _ADMISSION = (
-    select(_GRANTS.c.role, _GRANTS.c.until, _PARTNERS.c.status, _SUSPENDED.label("suspended"), _USERS.c.active)
+    select(*_ADMISSION_COLUMNS)
     .select_from(
         _GRANTS.join(_PARTNERS, _PARTNERS.c.id == _GRANTS.c.partner_id).join(
             _USERS, and_(_USERS.c.partner_id == _GRANTS.c.partner_id, _USERS.c.id == _GRANTS.c.subject_id)
@@ -57,6 +64,27 @@ _ADMISSION = (
     .where(_GRANT_OF)
 )
 """``_GRANT`` plus the person's ``active`` flag (no row if the person or the partner is gone): one round trip."""
+
+
+def with_admission(
+    query: Select[Any], *, partner_id: ColumnElement[Any], subject_id: ColumnElement[Any]
+) -> Select[Any]:
+    """``query`` plus what ``_ADMISSION`` reads about the person its two columns name, for the workspace
+    ``:workspace_id``: all ``None`` when there is no such grant, person or partner (which admits nobody).
+
+    Lets a hot path (the refresh grant) admit in the query it makes anyway, one round trip fewer.
+    """
+    grant_on = and_(
+        _GRANTS.c.partner_id == partner_id,
+        _GRANTS.c.subject_id == subject_id,
+        _GRANTS.c.workspace_id == bindparam("workspace_id"),
+    )
+    return (
+        query.add_columns(*_ADMISSION_COLUMNS)
+        .outerjoin(_GRANTS, grant_on)
+        .outerjoin(_PARTNERS, _PARTNERS.c.id == _GRANTS.c.partner_id)
+        .outerjoin(_USERS, and_(_USERS.c.partner_id == _GRANTS.c.partner_id, _USERS.c.id == _GRANTS.c.subject_id))
+    )
 
 
 def _live_grant(row: Any, now: dt.datetime) -> bool:
@@ -137,10 +165,22 @@ def admit_without_facts(
     partner gone, suspended or under the kill switch) but loads no groups, emails or attributes, so
     the ``Principal`` it returns has ``person=None``.
     """
-    now = now or utcnow()
     key = {"partner_id": partner_id, "subject_id": subject_id, "workspace_id": workspace_id}
-    row = session.connection().execute(_ADMISSION, key).first()
-    if row is None or not _live_grant(row, now) or not row.active:
+    return admitted(
+        session.connection().execute(_ADMISSION, key).first(),
+        partner_id=partner_id,
+        subject_id=subject_id,
+        session_id=session_id,
+        auth_time=auth_time,
+        now=now or utcnow(),
+    )
+
+
+def admitted(
+    row: Any, *, partner_id: str, subject_id: str, session_id: str, auth_time: dt.datetime, now: dt.datetime
+) -> Principal | None:
+    """The factless ``Principal`` an admission row (``_ADMISSION``, ``with_admission``) admits, or ``None``."""
+    if row is None or row.role is None or not _live_grant(row, now) or not row.active:
         return None
     return Principal(
         partner_id=partner_id,

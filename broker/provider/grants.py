@@ -26,7 +26,7 @@ from sqlalchemy import bindparam, insert, update
 from sqlalchemy import select as core_select
 from sqlmodel import Session
 
-from broker.provider.claims import Principal, admit, admit_without_facts, identity_claims
+from broker.provider.claims import Principal, admit, admitted, identity_claims
 from broker.provider.clients import CONFIDENTIAL_METHODS, RegisteredClient, sha256_hex
 from broker.provider.errors import (
     InvalidGrantError,
@@ -314,6 +314,8 @@ class RefreshView:
     """The family's end: no refresh token of it outlives it."""
     login_created_at: dt.datetime | None = None
     """When the family's login session started (its ``auth_time``), if that session still exists."""
+    admission: Any = None
+    """The person's admission to the client's workspace, read with the token (``claims.admitted``)."""
 
     def check_client(self, client: RegisteredClient) -> bool:
         return self.client_id == client.client_id
@@ -336,7 +338,7 @@ class EntenteRefreshTokenGrant(RefreshTokenGrant):  # type: ignore[misc]
 
     def authenticate_refresh_token(self, refresh_token: str) -> RefreshView | None:
         server = _server(self)
-        row = find_refresh_token_row(server.session, token=refresh_token)
+        row = find_refresh_token_row(server.session, token=refresh_token, workspace_id=self.request.client.workspace_id)
         if row is None:
             return None
         if row.client_id != self.request.client.client_id or row.family_revoked_at is not None:
@@ -359,6 +361,7 @@ class EntenteRefreshTokenGrant(RefreshTokenGrant):  # type: ignore[misc]
             created_at=row.family_created_at,
             expires_at=row.family_expires_at,
             login_created_at=row.login_created_at,
+            admission=row,
         )
 
     def authenticate_user(self, refresh_token: RefreshView) -> Principal:
@@ -366,15 +369,14 @@ class EntenteRefreshTokenGrant(RefreshTokenGrant):  # type: ignore[misc]
 
         The login session may have expired (a refresh token outlives the browser session); one
         that was ended (logout, leave) has already revoked this family. A refresh issues no ID
-        token, so ``admit_without_facts`` makes the same checks as ``admit`` without loading the
-        person's SCIM facts.
+        token, so the person is admitted as ``admit_without_facts`` would (same checks, no SCIM
+        facts loaded), from the columns read with the token in the same transaction.
         """
         server = _server(self)
-        principal = admit_without_facts(
-            server.session,
+        principal = admitted(
+            refresh_token.admission,
             partner_id=refresh_token.partner_id,
             subject_id=refresh_token.subject_id,
-            workspace_id=self.request.client.workspace_id,
             session_id=refresh_token.session_id,
             auth_time=refresh_token.login_created_at or refresh_token.created_at,
             now=server.now,

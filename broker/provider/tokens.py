@@ -21,11 +21,11 @@ from typing import Any, Literal
 
 from joserfc import jwt
 from joserfc.errors import JoseError
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import Connection, bindparam, insert, update
 from sqlalchemy import select as core_select
 from sqlmodel import Session, col, select
 
-from broker.provider.claims import Principal, admit
+from broker.provider.claims import Principal, admit, with_admission
 from broker.provider.clients import RegisteredClient, sha256_hex
 from broker.provider.keys import ALGORITHM, KeyRing
 from broker.provider.models import AccessToken, OAuthClient, RefreshToken, TokenFamily
@@ -62,7 +62,23 @@ _LOGINS = LoginSession.__table__  # type: ignore[attr-defined]
 _INSERT_ACCESS = insert(_ACCESS)
 _INSERT_FAMILY = insert(_FAMILIES)
 _INSERT_REFRESH = insert(_REFRESH)
-_FIND_REFRESH = (
+_INSERT_BOTH = _INSERT_REFRESH.values(
+    token_sha256=bindparam("token_sha256"),
+    family_id=bindparam("family_id"),
+    issued_at=bindparam("issued_at"),
+    expires_at=bindparam("refresh_expires_at"),
+).add_cte(
+    insert(_ACCESS)
+    .values(
+        jti=bindparam("jti"),
+        family_id=bindparam("family_id"),
+        issued_at=bindparam("issued_at"),
+        expires_at=bindparam("access_expires_at"),
+    )
+    .cte("issued_access")
+)
+"""PostgreSQL: both tokens of a grant in one statement (a data-modifying WITH); SQLite has none."""
+_FIND_REFRESH = with_admission(
     core_select(
         _REFRESH.c.token_sha256,
         _REFRESH.c.expires_at,
@@ -83,14 +99,21 @@ _FIND_REFRESH = (
             _LOGINS, _LOGINS.c.id == _FAMILIES.c.session_id
         )
     )
-    .where(_REFRESH.c.token_sha256 == bindparam("digest"))
+    .where(_REFRESH.c.token_sha256 == bindparam("digest")),
+    partner_id=_FAMILIES.c.partner_id,
+    subject_id=_FAMILIES.c.subject_id,
 )
-"""The refresh token, its family and its login session's start (the ``auth_time``; ``None`` once pruned)."""
+"""The refresh token, its family, its login session's start (the ``auth_time``; ``None`` once pruned),
+and whether its person is still admitted to the workspace ``:workspace_id`` (``broker.provider.claims``)."""
 _CLAIM_REFRESH = (
     update(_REFRESH)
     .where(_REFRESH.c.token_sha256 == bindparam("digest"), _REFRESH.c.rotated_at.is_(None))
     .values(rotated_at=bindparam("now"))
 )
+
+
+def _on_postgresql(connection: Connection) -> bool:
+    return connection.dialect.name == "postgresql"
 
 
 def _epoch(moment: dt.datetime) -> int:
@@ -183,9 +206,23 @@ def record_tokens(
 ) -> None:
     """Store the access token's jti and the refresh token's digest (never the token itself).
 
-    Core inserts in the session's transaction: the family row must already be flushed.
+    Core inserts in the session's transaction: the family row must already be flushed. On
+    PostgreSQL both rows go in one statement (one round trip fewer per refresh grant).
     """
     connection = session.connection()
+    if issued.refresh_token is not None and issued.refresh_expires_at is not None and _on_postgresql(connection):
+        connection.execute(
+            _INSERT_BOTH,
+            {
+                "jti": issued.jti,
+                "token_sha256": sha256_hex(issued.refresh_token),
+                "family_id": family_id,
+                "issued_at": now,
+                "access_expires_at": issued.access_expires_at,
+                "refresh_expires_at": min(issued.refresh_expires_at, family_expires_at),
+            },
+        )
+        return
     connection.execute(
         _INSERT_ACCESS,
         {"jti": issued.jti, "family_id": family_id, "issued_at": now, "expires_at": issued.access_expires_at},
@@ -202,11 +239,14 @@ def record_tokens(
         )
 
 
-def find_refresh_token_row(session: Session, *, token: str) -> Any:
-    """The refresh token and its family's columns in one Core row (the refresh grant's lookup), or ``None``."""
+def find_refresh_token_row(session: Session, *, token: str, workspace_id: str) -> Any:
+    """The refresh grant's lookup, or ``None``: the token, its family's columns and the person's
+    admission to the client's workspace (``claims.admitted`` reads those) in one Core row."""
     if not token.startswith(REFRESH_PREFIX) or len(token) > 128:
         return None
-    return session.connection().execute(_FIND_REFRESH, {"digest": sha256_hex(token)}).first()
+    return (
+        session.connection().execute(_FIND_REFRESH, {"digest": sha256_hex(token), "workspace_id": workspace_id}).first()
+    )
 
 
 def find_refresh_token(session: Session, *, token: str) -> tuple[RefreshToken, TokenFamily] | None:
