@@ -36,7 +36,7 @@ from broker.provider.errors import (
 )
 from broker.provider.keys import ALGORITHM
 from broker.provider.models import AuthorizationCode
-from broker.provider.tokens import claim_refresh_token, find_refresh_token_row, new_family_id, revoke_families
+from broker.provider.tokens import find_and_claim_refresh_token, new_family_id, revoke_families
 from broker.sessions.models import LoginSession
 
 if TYPE_CHECKING:
@@ -338,14 +338,19 @@ class EntenteRefreshTokenGrant(RefreshTokenGrant):  # type: ignore[misc]
 
     def authenticate_refresh_token(self, refresh_token: str) -> RefreshView | None:
         server = _server(self)
-        row = find_refresh_token_row(server.session, token=refresh_token, workspace_id=self.request.client.workspace_id)
+        client = self.request.client
+        row, claimed = find_and_claim_refresh_token(
+            server.session,
+            token=refresh_token,
+            client_id=client.client_id,
+            workspace_id=client.workspace_id,
+            now=server.now,
+        )
         if row is None:
             return None
-        if row.client_id != self.request.client.client_id or row.family_revoked_at is not None:
+        if row.client_id != client.client_id or row.family_revoked_at is not None:
             return None
-        if row.rotated_at is not None or not claim_refresh_token(
-            server.session, token_sha256=row.token_sha256, now=server.now
-        ):
+        if not claimed:  # rotated before, or by a concurrent request just now
             self._revoke_and_refuse(
                 row.family_id, "refresh_reuse", "refresh token reuse detected: every token of this grant is revoked"
             )

@@ -39,7 +39,7 @@ __all__ = [
     "TokenRecord",
     "claim_refresh_token",
     "find_refresh_token",
-    "find_refresh_token_row",
+    "find_and_claim_refresh_token",
     "issue_access_token",
     "new_family_id",
     "new_refresh_token",
@@ -110,6 +110,24 @@ _CLAIM_REFRESH = (
     .where(_REFRESH.c.token_sha256 == bindparam("digest"), _REFRESH.c.rotated_at.is_(None))
     .values(rotated_at=bindparam("now"))
 )
+_CLAIMED = (
+    update(_REFRESH)
+    .where(
+        _REFRESH.c.token_sha256 == bindparam("digest"),
+        _REFRESH.c.rotated_at.is_(None),
+        _REFRESH.c.family_id.in_(
+            core_select(_FAMILIES.c.id).where(
+                _FAMILIES.c.client_id == bindparam("client_id"), _FAMILIES.c.revoked_at.is_(None)
+            )
+        ),
+    )
+    .values(rotated_at=bindparam("now"))
+    .returning(_REFRESH.c.token_sha256)
+    .cte("claimed")
+)
+_FIND_AND_CLAIM = _FIND_REFRESH.add_columns(core_select(_CLAIMED.c.token_sha256).exists().label("claimed"))
+"""PostgreSQL: ``_FIND_REFRESH`` and, in the same statement, the claim (``_CLAIM_REFRESH``) of a token of
+a live family of ``:client_id``; the row shows the token as it was before (``rotated_at``) and ``claimed``."""
 
 
 def _on_postgresql(connection: Connection) -> bool:
@@ -239,14 +257,28 @@ def record_tokens(
         )
 
 
-def find_refresh_token_row(session: Session, *, token: str, workspace_id: str) -> Any:
-    """The refresh grant's lookup, or ``None``: the token, its family's columns and the person's
-    admission to the client's workspace (``claims.admitted`` reads those) in one Core row."""
+def find_and_claim_refresh_token(
+    session: Session, *, token: str, client_id: str, workspace_id: str, now: dt.datetime
+) -> tuple[Any, bool]:
+    """The refresh grant's lookup and claim: (row, claimed), row ``None`` for a string Entente never issued.
+
+    The row holds the token as it was before this call, its family's columns and the person's
+    admission to ``workspace_id`` (``claims.admitted`` reads those). ``claimed`` is whether this call
+    marked it rotated: only a token not rotated before, of a live family of ``client_id``; a
+    concurrent request that claimed it first leaves it ``False`` (a reuse). One statement on
+    PostgreSQL, two on SQLite.
+    """
     if not token.startswith(REFRESH_PREFIX) or len(token) > 128:
-        return None
-    return (
-        session.connection().execute(_FIND_REFRESH, {"digest": sha256_hex(token), "workspace_id": workspace_id}).first()
-    )
+        return None, False
+    connection = session.connection()
+    key = {"digest": sha256_hex(token), "workspace_id": workspace_id}
+    if _on_postgresql(connection):
+        row = connection.execute(_FIND_AND_CLAIM, {**key, "client_id": client_id, "now": now}).first()
+        return row, bool(row is not None and row.claimed)
+    row = connection.execute(_FIND_REFRESH, key).first()
+    if row is None or row.client_id != client_id or row.family_revoked_at is not None or row.rotated_at is not None:
+        return row, False
+    return row, claim_refresh_token(session, token_sha256=row.token_sha256, now=now)
 
 
 def find_refresh_token(session: Session, *, token: str) -> tuple[RefreshToken, TokenFamily] | None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
+import httpx2
 import pytest
 from sqlmodel import Session, col, select
 
@@ -186,3 +189,26 @@ def test_authorization_is_denied_whatever_ended_the_access(world: World, how: st
     _lose_access(world, alice["id"], how)
     params = query_of(rp.authorize())
     assert params["error"] == "access_denied" and "code" not in params
+
+
+def test_two_concurrent_uses_of_one_refresh_token_give_one_answer_and_end_the_family(world: World) -> None:
+    """The claim is atomic (one UPDATE of a not-yet-rotated row): of two simultaneous presentations
+    exactly one is exchanged, the other is a reuse, and the reuse ends the family (RFC 9700 §4.14.2)."""
+    alice = world.person("alice")
+    world.login(alice["id"])
+    rp = world.client()
+    token = rp.login_flow()["refresh_token"]
+    start = threading.Barrier(2, timeout=10)
+
+    def present() -> httpx2.Response:
+        start.wait()
+        return rp.refresh(token)
+
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda _: present(), range(2)))
+    assert sorted(answer.status_code for answer in answers) == [200, 400], [a.text for a in answers]
+    winner = next(answer.json() for answer in answers if answer.status_code == 200)
+    _invalid_grant(rp.refresh(winner["refresh_token"]))  # the family ended with the reuse
+    with Session(world.engine) as session:
+        families = session.exec(select(TokenFamily).where(TokenFamily.subject_id == alice["id"])).all()
+        assert [f.revoke_reason for f in families] == ["refresh_reuse"]
