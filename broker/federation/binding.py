@@ -74,9 +74,12 @@ def _match(session: Session, partner_id: str, condition: Any) -> list[Any]:
     return list(session.exec(columns.where(ScimUser.partner_id == partner_id, condition).limit(2)).all())
 
 
-def _candidates(
-    session: Session, connection: IdPConnection, identity: FederatedIdentity, domains: frozenset[str]
-) -> list[Any]:
+def _domains(session: Session, partner_id: str) -> frozenset[str]:
+    """The partner's verified domains: read only where an email decides (email binding, JIT creation)."""
+    return frozenset(partner_domains(session=session, partner_id=partner_id))
+
+
+def _candidates(session: Session, connection: IdPConnection, identity: FederatedIdentity) -> list[Any]:
     key = connection.binding_key
     partner_id = connection.partner_id
     if key == BindingKey.EXTERNAL_ID:
@@ -88,7 +91,7 @@ def _candidates(
                 f"your identity provider did not send '{connection.username_claim}', which identifies you here"
             )
         return _match(session, partner_id, ScimUser.user_name_ci == fold(values[0]))
-    email = verified_partner_email(identity, domains)
+    email = verified_partner_email(identity, _domains(session, partner_id))
     if email is None:
         raise UnknownPerson(
             "your identity provider did not send a verified email address in a domain of your organisation"
@@ -156,8 +159,7 @@ def bind_identity(
     partner = session.get(Partner, connection.partner_id)
     if partner is None or partner.status != PartnerStatus.ACTIVE:
         raise UntrustedIssuer("your organisation's access to Entente is suspended")
-    domains = frozenset(partner_domains(session=session, partner_id=partner.id))
-    found = _candidates(session, connection, identity, domains)
+    found = _candidates(session, connection, identity)
     if len(found) > 1:
         raise UnknownPerson(
             "more than one person of your organisation matches this sign-in; ask your administrator to fix the "
@@ -167,7 +169,7 @@ def bind_identity(
         if connection.jit:
             if suspended_subjects(session, partner_id=partner.id, subject_ids=[_NOBODY]):  # partner-wide only
                 raise UnknownPerson(f"{partner.name}'s access through Entente is suspended by its operator")
-            return _create(session, settings, partner, connection, identity, domains)
+            return _create(session, settings, partner, connection, identity, _domains(session, partner.id))
         raise UnknownPerson(
             f"you are not (yet) in {partner.name}'s directory at Entente; ask your administrator to provision you"
         )

@@ -22,9 +22,8 @@ from typing import TYPE_CHECKING, Any
 from authlib.oauth2.rfc6749.grants import AuthorizationCodeGrant, RefreshTokenGrant
 from authlib.oauth2.rfc7636 import CodeChallenge, create_s256_code_challenge
 from authlib.oidc.core import OpenIDCode, UserInfo
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import and_, bindparam, insert, update
 from sqlalchemy import select as core_select
-from sqlmodel import Session
 
 from broker.provider.claims import Principal, admit, admitted, identity_claims
 from broker.provider.clients import CONFIDENTIAL_METHODS, RegisteredClient, sha256_hex
@@ -60,8 +59,12 @@ TOKEN_AUTH_METHODS = [*CONFIDENTIAL_METHODS, "none"]
 """Client authentication at the token and revocation endpoints (RFC 6749 §2.3.1; ``none``: public clients)."""
 _CODES = AuthorizationCode.__table__  # type: ignore[attr-defined]
 _LOGINS = LoginSession.__table__  # type: ignore[attr-defined]
-_LOGIN_ENDED = core_select(_LOGINS.c.ended_at).where(_LOGINS.c.id == bindparam("id"))
-_CODE = core_select(_CODES).where(_CODES.c.code_sha256 == bindparam("digest"))
+_CODE = (
+    core_select(_CODES, and_(_LOGINS.c.id.is_not(None), _LOGINS.c.ended_at.is_(None)).label("login_live"))
+    .select_from(_CODES.outerjoin(_LOGINS, _LOGINS.c.id == _CODES.c.session_id))
+    .where(_CODES.c.code_sha256 == bindparam("digest"))
+)
+"""The code, and whether the login session it was issued in still lives (not ended; not pruned)."""
 _CODE_FAMILY = core_select(_CODES.c.family_id).where(_CODES.c.code_sha256 == bindparam("digest"))
 _CLAIM_CODE = (
     update(_CODES)
@@ -145,6 +148,8 @@ class CodeView:
     auth_time: dt.datetime
     family_id: str
     """The token family this exchange opens (already recorded on the code by the claim)."""
+    login_live: bool = False
+    """Whether the login session the code was issued in is still live (read with the code)."""
 
     def get_redirect_uri(self) -> str:
         return self.redirect_uri
@@ -167,11 +172,6 @@ class CodeView:
 
 def _server(grant: Any) -> EntenteAuthorizationServer:
     return grant.server  # type: ignore[no-any-return]
-
-
-def _live_login(session: Session, session_id: str) -> bool:
-    login = session.connection().execute(_LOGIN_ENDED, {"id": session_id}).first()
-    return login is not None and login.ended_at is None
 
 
 class EntenteAuthorizationCodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]
@@ -239,6 +239,7 @@ class EntenteAuthorizationCodeGrant(AuthorizationCodeGrant):  # type: ignore[mis
             code_challenge_method=row.code_challenge_method,
             auth_time=row.auth_time,
             family_id=family_id,
+            login_live=bool(row.login_live),
         )
 
     def delete_authorization_code(self, authorization_code: CodeView) -> None:
@@ -247,7 +248,7 @@ class EntenteAuthorizationCodeGrant(AuthorizationCodeGrant):  # type: ignore[mis
     def authenticate_user(self, authorization_code: CodeView) -> Principal:
         server = _server(self)
         principal = None
-        if _live_login(server.session, authorization_code.session_id):
+        if authorization_code.login_live:
             principal = admit(
                 server.session,
                 partner_id=authorization_code.partner_id,

@@ -8,6 +8,8 @@ import hashlib
 from sqlmodel import Session
 
 from broker.provider.models import AuthorizationCode
+from broker.sessions.models import LoginSession
+from broker.types import utcnow
 from tests.provider.conftest import ISSUER, World, verify_jwt
 
 
@@ -118,6 +120,22 @@ def test_code_reuse_is_invalid_grant_and_revokes_what_the_code_gave(world: World
     _error(rp.exchange(code), "invalid_grant")
     assert rp.introspect(tokens["access_token"]) == {"active": False}
     _error(rp.refresh(tokens["refresh_token"]), "invalid_grant")
+
+
+def test_a_code_from_a_login_session_ended_before_the_exchange_is_invalid_grant(world: World) -> None:
+    """The session's liveness is read with the code: a logout (or a leave) between the authorization
+    response and the exchange leaves the code worth nothing."""
+    alice = world.person("alice")
+    sid = world.login(alice["id"])
+    rp = world.client()
+    code = rp.code()
+    with Session(world.engine) as session:
+        login = session.get(LoginSession, sid)
+        assert login is not None
+        login.ended_at, login.end_reason = utcnow(), "logout"
+        session.add(login)
+        session.commit()
+    _error(rp.exchange(code), "invalid_grant")
 
 
 def test_pkce_mismatch_is_invalid_grant(world: World) -> None:
