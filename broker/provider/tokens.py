@@ -37,7 +37,6 @@ __all__ = [
     "Issued",
     "OpenedFamily",
     "TokenRecord",
-    "claim_refresh_token",
     "find_refresh_token",
     "find_and_claim_refresh_token",
     "issue_access_token",
@@ -107,11 +106,6 @@ _FIND_REFRESH = with_admission(
 and whether its person is still admitted to the workspace ``:workspace_id`` (``broker.provider.claims``)."""
 _CLAIM_REFRESH = (
     update(_REFRESH)
-    .where(_REFRESH.c.token_sha256 == bindparam("digest"), _REFRESH.c.rotated_at.is_(None))
-    .values(rotated_at=bindparam("now"))
-)
-_CLAIMED = (
-    update(_REFRESH)
     .where(
         _REFRESH.c.token_sha256 == bindparam("digest"),
         _REFRESH.c.rotated_at.is_(None),
@@ -122,12 +116,15 @@ _CLAIMED = (
         ),
     )
     .values(rotated_at=bindparam("now"))
-    .returning(_REFRESH.c.token_sha256)
-    .cte("claimed")
 )
-_FIND_AND_CLAIM = _FIND_REFRESH.add_columns(core_select(_CLAIMED.c.token_sha256).exists().label("claimed"))
-"""PostgreSQL: ``_FIND_REFRESH`` and, in the same statement, the claim (``_CLAIM_REFRESH``) of a token of
-a live family of ``:client_id``; the row shows the token as it was before (``rotated_at``) and ``claimed``."""
+"""Marks a token rotated, if it was not yet and its family is live and of ``:client_id``."""
+_FIND_AND_CLAIM = _FIND_REFRESH.add_columns(
+    core_select(_CLAIM_REFRESH.returning(_REFRESH.c.token_sha256).cte("claimed").c.token_sha256)
+    .exists()
+    .label("claimed")
+)
+"""PostgreSQL: ``_FIND_REFRESH`` and, in the same statement, ``_CLAIM_REFRESH``; the row shows the token
+as it was before (``rotated_at``) and whether this statement ``claimed`` it."""
 
 
 def _on_postgresql(connection: Connection) -> bool:
@@ -276,9 +273,10 @@ def find_and_claim_refresh_token(
         row = connection.execute(_FIND_AND_CLAIM, {**key, "client_id": client_id, "now": now}).first()
         return row, bool(row is not None and row.claimed)
     row = connection.execute(_FIND_REFRESH, key).first()
-    if row is None or row.client_id != client_id or row.family_revoked_at is not None or row.rotated_at is not None:
-        return row, False
-    return row, claim_refresh_token(session, token_sha256=row.token_sha256, now=now)
+    if row is None:
+        return None, False
+    claimed = connection.execute(_CLAIM_REFRESH, {"digest": key["digest"], "client_id": client_id, "now": now})
+    return row, claimed.rowcount == 1
 
 
 def find_refresh_token(session: Session, *, token: str) -> tuple[RefreshToken, TokenFamily] | None:
@@ -291,12 +289,6 @@ def find_refresh_token(session: Session, *, token: str) -> tuple[RefreshToken, T
         .where(RefreshToken.token_sha256 == sha256_hex(token))
     ).first()
     return (found[0], found[1]) if found else None
-
-
-def claim_refresh_token(session: Session, *, token_sha256: str, now: dt.datetime) -> bool:
-    """Mark the token rotated; False if it already was (a reuse, even by a concurrent request)."""
-    result = session.connection().execute(_CLAIM_REFRESH, {"digest": token_sha256, "now": now})
-    return bool(result.rowcount == 1)
 
 
 def revoke_families(session: Session, *, family_ids: Iterable[str], reason: str, now: dt.datetime) -> int:
