@@ -102,50 +102,51 @@ REGISTRY: dict[str, AdapterFactory] = {
 
 
 class AdapterCache:
-    """``(connection id, version) -> adapter`` for one process, and the connection each was built from."""
+    """``(connection id, version) -> adapter`` for one process, with the connection each was built from."""
 
     def __init__(self, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
         """``transport`` is given to every adapter built here (tests: an in-process or tampering transport)."""
         self._transport = transport
-        self._adapters: dict[str, tuple[int, IdPAdapter]] = {}
-        self._connections: dict[str, IdPConnection] = {}
+        self._adapters: dict[str, tuple[int, IdPConnection, IdPAdapter]] = {}
+        """id -> (the version built for, as it was then; the connection; its adapter)."""
         self._retired: list[IdPAdapter] = []
         self._lock = threading.Lock()
 
     def connection(self, connection_id: str) -> IdPConnection | None:
-        """The detached connection this process last built or used an adapter for, at that version.
+        """The detached connection this process's adapter for ``connection_id`` was built from.
 
         It may be stale: whoever acts on a login it answers must confirm its version in the same
         transaction (``broker.federation.service.confirm_connection``).
         """
         with self._lock:
-            return self._connections.get(connection_id)
+            cached = self._adapters.get(connection_id)
+            return cached[1] if cached is not None else None
 
     def get(self, connection: IdPConnection, settings: Settings) -> IdPAdapter:
         """The connection's adapter at its current version, built on first use."""
         with self._lock:
-            known = self._connections.get(connection.id)
-            if known is None or known.version <= connection.version:  # a slower reader's older row loses
-                self._connections[connection.id] = connection
             cached = self._adapters.get(connection.id)
             if cached is not None and cached[0] == connection.version:
-                return cached[1]
+                return cached[2]
         factory = REGISTRY.get(connection.protocol)
         if factory is None:
             raise FederationError(f"{connection.protocol.upper()} connections are not supported by this Entente yet")
         adapter = factory(connection, settings, self._transport)
         with self._lock:
-            replaced = self._adapters.get(connection.id)
-            self._adapters[connection.id] = (connection.version, adapter)
-            if replaced is not None and replaced[1] is not adapter:
-                self._retired.append(replaced[1])  # may be mid-login: closed at shutdown, not now
+            current = self._adapters.get(connection.id)
+            if current is not None and current[0] > connection.version:
+                self._retired.append(adapter)  # a slower reader's older row: serves its request, never cached
+            else:
+                self._adapters[connection.id] = (connection.version, connection, adapter)
+                if current is not None and current[2] is not adapter:
+                    self._retired.append(current[2])  # may be mid-login: closed at shutdown, not now
         return adapter
 
     async def aclose(self) -> None:
         """Close every adapter's pooled HTTP client (the app's shutdown)."""
         with self._lock:
-            adapters = [adapter for _, adapter in self._adapters.values()] + self._retired
-            self._adapters, self._retired, self._connections = {}, [], {}
+            adapters = [adapter for _, _, adapter in self._adapters.values()] + self._retired
+            self._adapters, self._retired = {}, []
         for adapter in adapters:
             close = getattr(adapter, "aclose", None)
             if close is not None:

@@ -50,3 +50,17 @@ def test_a_protocol_without_an_adapter_is_a_clear_refusal(settings: Settings) ->
 def test_a_saml_connection_without_metadata_builds_no_adapter(settings: Settings) -> None:
     with pytest.raises(FederationError, match=r"is incomplete \(SAML metadata and entity ID\)"):
         AdapterCache().get(_connection(settings, protocol="saml"), settings)
+
+
+def test_the_cache_hands_out_the_connection_its_adapter_was_built_from_and_never_an_older_one(
+    settings: Settings,
+) -> None:
+    cache = AdapterCache()
+    newer = _connection(settings, version=2)
+    assert cache.connection(newer.id) is None  # nothing built yet: the callback reads the database
+    built = cache.get(newer, settings)
+    assert cache.connection(newer.id) is newer
+    older = _connection(settings, id=newer.id, version=1, client_id="before-the-change")
+    stale = cache.get(older, settings)  # a slower reader's row: it serves that request ...
+    assert stale is not built and stale.config.client_id == "before-the-change"  # type: ignore[attr-defined]
+    assert cache.connection(newer.id) is newer and cache.get(newer, settings) is built  # ... and is not cached
