@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from joserfc import jwt
 from joserfc.errors import JoseError
-from sqlalchemy import Connection, bindparam, insert, update
+from sqlalchemy import bindparam, insert, update
 from sqlalchemy import select as core_select
 from sqlmodel import Session, col, select
 
@@ -58,24 +58,20 @@ _REFRESH = RefreshToken.__table__  # type: ignore[attr-defined]
 _LOGINS = LoginSession.__table__  # type: ignore[attr-defined]
 
 # Prebuilt Core statements for the token endpoint's hot paths (no ORM identity map or unit of work).
-_INSERT_ACCESS = insert(_ACCESS)
+_INSERT_ACCESS = insert(_ACCESS).values(
+    jti=bindparam("jti"),
+    family_id=bindparam("family_id"),
+    issued_at=bindparam("issued_at"),
+    expires_at=bindparam("access_expires_at"),
+)
 _INSERT_FAMILY = insert(_FAMILIES)
-_INSERT_REFRESH = insert(_REFRESH)
-_INSERT_BOTH = _INSERT_REFRESH.values(
+_INSERT_REFRESH = insert(_REFRESH).values(
     token_sha256=bindparam("token_sha256"),
     family_id=bindparam("family_id"),
     issued_at=bindparam("issued_at"),
     expires_at=bindparam("refresh_expires_at"),
-).add_cte(
-    insert(_ACCESS)
-    .values(
-        jti=bindparam("jti"),
-        family_id=bindparam("family_id"),
-        issued_at=bindparam("issued_at"),
-        expires_at=bindparam("access_expires_at"),
-    )
-    .cte("issued_access")
 )
+_INSERT_BOTH = _INSERT_REFRESH.add_cte(_INSERT_ACCESS.cte("issued_access"))
 """PostgreSQL: both tokens of a grant in one statement (a data-modifying WITH); SQLite has none."""
 _FIND_REFRESH = with_admission(
     core_select(
@@ -125,10 +121,6 @@ _FIND_AND_CLAIM = _FIND_REFRESH.add_columns(
 )
 """PostgreSQL: ``_FIND_REFRESH`` and, in the same statement, ``_CLAIM_REFRESH``; the row shows the token
 as it was before (``rotated_at``) and whether this statement ``claimed`` it."""
-
-
-def _on_postgresql(connection: Connection) -> bool:
-    return connection.dialect.name == "postgresql"
 
 
 def _epoch(moment: dt.datetime) -> int:
@@ -225,33 +217,25 @@ def record_tokens(
     PostgreSQL both rows go in one statement (one round trip fewer per refresh grant).
     """
     connection = session.connection()
-    if issued.refresh_token is not None and issued.refresh_expires_at is not None and _on_postgresql(connection):
-        connection.execute(
-            _INSERT_BOTH,
-            {
-                "jti": issued.jti,
-                "token_sha256": sha256_hex(issued.refresh_token),
-                "family_id": family_id,
-                "issued_at": now,
-                "access_expires_at": issued.access_expires_at,
-                "refresh_expires_at": min(issued.refresh_expires_at, family_expires_at),
-            },
-        )
+    access = {
+        "jti": issued.jti,
+        "family_id": family_id,
+        "issued_at": now,
+        "access_expires_at": issued.access_expires_at,
+    }
+    if issued.refresh_token is None or issued.refresh_expires_at is None:
+        connection.execute(_INSERT_ACCESS, access)
         return
-    connection.execute(
-        _INSERT_ACCESS,
-        {"jti": issued.jti, "family_id": family_id, "issued_at": now, "expires_at": issued.access_expires_at},
-    )
-    if issued.refresh_token is not None and issued.refresh_expires_at is not None:
-        connection.execute(
-            _INSERT_REFRESH,
-            {
-                "token_sha256": sha256_hex(issued.refresh_token),
-                "family_id": family_id,
-                "issued_at": now,
-                "expires_at": min(issued.refresh_expires_at, family_expires_at),
-            },
-        )
+    both = {
+        **access,
+        "token_sha256": sha256_hex(issued.refresh_token),
+        "refresh_expires_at": min(issued.refresh_expires_at, family_expires_at),
+    }
+    if connection.dialect.name == "postgresql":
+        connection.execute(_INSERT_BOTH, both)
+    else:
+        connection.execute(_INSERT_ACCESS, access)
+        connection.execute(_INSERT_REFRESH, both)
 
 
 def find_and_claim_refresh_token(
@@ -269,7 +253,7 @@ def find_and_claim_refresh_token(
         return None, False
     connection = session.connection()
     key = {"digest": sha256_hex(token), "workspace_id": workspace_id}
-    if _on_postgresql(connection):
+    if connection.dialect.name == "postgresql":
         row = connection.execute(_FIND_AND_CLAIM, {**key, "client_id": client_id, "now": now}).first()
         return row, bool(row is not None and row.claimed)
     row = connection.execute(_FIND_REFRESH, key).first()
