@@ -16,12 +16,13 @@ Phase 1, login latency. ``--logins`` times each, interleaved (Entente, upstream,
 load changes on a shared machine hit both alike, and each with a fresh cookie jar (connections are
 kept alive across logins, as a browser keeps them):
 
-- through Entente: the workspace client's authorization request at Entente's ``/oidc/authorize`` ->
-  ``/login`` (the email question) -> POST of the email (home-realm discovery, a 303 to the IdP) ->
-  the IdP (devInteractions login and consent forms) -> ``/login/callback/bench.oidc`` (Entente redeems
-  the IdP's code, checks the ID token, fetches userinfo, binds, starts the session) ->
-  ``/oidc/authorize`` again -> the code at the workspace's redirect URI -> the token exchange at
-  Entente's ``/oidc/token``;
+- through Entente: the workspace client's authorization request at Entente's ``/oidc/authorize``
+  (which asks the email question in place) -> POST of the email to ``/login`` (home-realm discovery,
+  a 303 to the IdP) -> the IdP (devInteractions login and consent forms) ->
+  ``/login/callback/bench.oidc`` (Entente redeems the IdP's code, checks the ID token, fetches
+  userinfo when binding needs it, binds, starts the session and answers the authorization request:
+  a 303 to the workspace's redirect URI with the code) -> the token exchange at Entente's
+  ``/oidc/token``;
 - upstream alone: the same scripted login directly at the IdP with a client of its own (same scope,
   PKCE), ending with its token exchange at the IdP.
 

@@ -234,7 +234,9 @@ class Settings(BaseSettings):
         "(longer than relying parties cache the JWKS).",
     )
     oidc_login_path: str = Field(
-        default="/login", description="Entente's login page; /oidc/authorize sends people without a session there."
+        default="/login",
+        description="The login page /oidc/authorize sends people to when they must sign in; with the default, "
+        "a browser without any session is asked Entente's email question at /oidc/authorize itself.",
     )
     oidc_logout_sender: bool = Field(
         default=True, description="Send queued back-channel logout tokens from `entente serve`."

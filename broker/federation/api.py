@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -46,6 +47,8 @@ from broker.federation.transaction import (
     secure_cookies,
 )
 from broker.observability.metrics import observe_login
+from broker.provider.api import authorization_after_login, render_oauth
+from broker.provider.requests import OAuthResponse
 from broker.scim.models import ScimUser
 from broker.sessions.models import LoginSession
 from broker.sessions.service import COOKIE_NAME, find_session, start_session
@@ -138,6 +141,8 @@ class _Login:
     cookie_value: str
     session_id: str
     person: BoundPerson
+    authorization: OAuthResponse | None
+    """The answer to the authorization request the login was for, if ``next`` is one."""
 
 
 def _audit_failure(
@@ -161,9 +166,16 @@ def _audit_failure(
 
 
 def _finish_login(
-    engine: Engine, settings: Settings, connection: IdPConnection, identity: FederatedIdentity, previous: str | None
+    engine: Engine,
+    settings: Settings,
+    connection: IdPConnection,
+    identity: FederatedIdentity,
+    previous: str | None,
+    next_path: str,
+    headers: Mapping[str, str],
 ) -> _Login:
-    """Confirm the connection, bind, end the browser's previous session, start the new one, audit: one transaction."""
+    """Confirm the connection, bind, end the browser's previous session, start the new one, audit, and
+    answer the authorization request ``next`` names: one transaction."""
     with Session(engine, expire_on_commit=False) as session:
         confirm_connection(session=session, connection=connection)
         person = bind_identity(session=session, settings=settings, connection=connection, identity=identity)
@@ -193,9 +205,14 @@ def _finish_login(
                 "jit": person.created,
             },
         )
+        authorization = authorization_after_login(
+            session, settings, next_path=next_path, login=started.row, headers=headers
+        )
         session.commit()
-        observe_login(connection_id=connection.id, outcome="succeeded")
-        return _Login(cookie_value=started.cookie_value, session_id=started.row.id, person=person)
+    observe_login(connection_id=connection.id, outcome="succeeded")
+    return _Login(
+        cookie_value=started.cookie_value, session_id=started.row.id, person=person, authorization=authorization
+    )
 
 
 def _end_current(engine: Engine, cookie: str | None) -> LoginSession | None:
@@ -342,14 +359,26 @@ async def _callback(
         adapter = adapter_cache(request.app.state).get(connection, settings)
         identity = await adapter.complete(request, state=transaction.state, nonce=transaction.secret)
         login = await in_thread(
-            request.app.state, _finish_login, engine, settings, connection, identity, request.cookies.get(COOKIE_NAME)
+            request.app.state,
+            _finish_login,
+            engine,
+            settings,
+            connection,
+            identity,
+            request.cookies.get(COOKIE_NAME),
+            transaction.next_path,
+            request.headers,
         )
     except BrokerError as error:
         await in_thread(request.app.state, _audit_failure, engine, connection, error, identity)
         response = _refusal(error)
         clear_cookie(response, settings, state)
         return response
-    response = RedirectResponse(transaction.next_path, status_code=303, headers=PAGE_HEADERS)
+    response: Response = (
+        RedirectResponse(transaction.next_path, status_code=303, headers=PAGE_HEADERS)
+        if login.authorization is None
+        else render_oauth(login.authorization, method="POST")  # a 303, as after any form
+    )
     response.set_cookie(
         COOKIE_NAME,
         login.cookie_value,

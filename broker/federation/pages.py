@@ -10,7 +10,10 @@ from html import escape
 
 from starlette.responses import HTMLResponse
 
-__all__ = ["PAGE_HEADERS", "error_page", "login_page", "message_page"]
+__all__ = ["LOGIN_PATH", "PAGE_HEADERS", "error_page", "login_page", "message_page"]
+
+LOGIN_PATH = "/login"
+"""Where the email question is answered (``POST``), and asked (``GET``) when nothing else asks it."""
 
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
@@ -49,7 +52,7 @@ def login_page(
         parts.append(f'<p role="alert" id="login-error">{escape(error)}</p>')
     described = ' aria-describedby="login-error" aria-invalid="true"' if error is not None else ""
     parts.append(
-        '<form method="post" action="/login">\n'
+        f'<form method="post" action="{LOGIN_PATH}">\n'
         '<label for="email">Your work email address</label>\n'
         f'<input id="email" name="email" type="email" autocomplete="email" required value="{escape(email)}"'
         f"{described}>\n"

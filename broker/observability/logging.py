@@ -123,6 +123,9 @@ def log_config(settings: Settings) -> dict[str, Any]:
             "uvicorn.access": {"handlers": [], "level": level, "propagate": True},
             # APScheduler logs every run of the per-second audit job at INFO: its failures are what matter.
             "apscheduler": {"handlers": [], "level": "WARNING", "propagate": True},
+            # httpx logs every outgoing request at INFO (a tenth of an IdP token call's CPU); what Entente
+            # sends is recorded where it matters (delivery attempts, audit). DEBUG shows them again.
+            "httpx": {"handlers": [], "level": "DEBUG" if level == "DEBUG" else "WARNING", "propagate": True},
         },
         "root": {"handlers": ["default"], "level": level},
     }

@@ -23,7 +23,7 @@ import hashlib
 import hmac
 import html
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from urllib.parse import parse_qsl
 
@@ -31,18 +31,19 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from sqlmodel import Session
 
+from broker.federation.pages import LOGIN_PATH, login_page
 from broker.provider.discovery import issuer_of, provider_metadata
 from broker.provider.errors import InvalidRequestError, OAuth2Error
 from broker.provider.keys import key_ring
 from broker.provider.logout import LogoutSender
-from broker.provider.requests import EntenteRequest, OAuthResponse
+from broker.provider.requests import EntenteRequest, LoginNeeded, OAuthResponse
 from broker.provider.server import EntenteAuthorizationServer
 from broker.sessions.models import LoginSession
 from broker.sessions.service import COOKIE_NAME, find_session
 from broker.settings import Settings
 from broker.threads import in_thread
 
-__all__ = ["router"]
+__all__ = ["authorization_after_login", "render_oauth", "router"]
 
 AUTHORIZE_PATH = "/oidc/authorize"
 MAX_FORM_BYTES = 64 * 1024
@@ -108,7 +109,7 @@ async def _form(request: Request) -> list[tuple[str, str]]:
         raise InvalidRequestError("the body is not UTF-8") from None
 
 
-def _render(response: OAuthResponse, *, method: str = "GET") -> Response:
+def render_oauth(response: OAuthResponse, *, method: str = "GET") -> Response:
     """The Starlette response; every redirect is uncached and sends no ``Referer`` on (RFC 9700 §4.2.4),
     and a redirect answering a POST is a 303, which makes the browser follow with a GET and never
     re-send the form (authlib answers 302; RFC 9700 §4.12: never a 307, a 303 after a POST)."""
@@ -126,7 +127,9 @@ def _render(response: OAuthResponse, *, method: str = "GET") -> Response:
     return rendered
 
 
-async def _serve(request: Request, work: Work, *, login: bool = False) -> Response:
+async def _serve(
+    request: Request, work: Work, *, login: bool = False, render: Callable[..., Response] = render_oauth
+) -> Response:
     """Read the request, run ``work`` in one thread with one session; commit only a successful answer."""
     settings: Settings = request.app.state.settings
     engine = request.app.state.engine
@@ -134,7 +137,7 @@ async def _serve(request: Request, work: Work, *, login: bool = False) -> Respon
         form = await _form(request)
         query = _pairs(request.url.query)
     except OAuth2Error as error:
-        return _render(OAuthResponse(*error()), method=request.method)
+        return render_oauth(OAuthResponse(*error()), method=request.method)
     cookie = request.cookies.get(COOKIE_NAME) if login else None
     uri = f"{settings.public_base_url.rstrip('/')}{request.url.path}"
 
@@ -160,7 +163,40 @@ async def _serve(request: Request, work: Work, *, login: bool = False) -> Respon
                 session.rollback()
             return response
 
-    return _render(await in_thread(request.app.state, run), method=request.method)
+    return render(await in_thread(request.app.state, run), method=request.method)
+
+
+def _authorize(settings: Settings) -> Work:
+    return lambda server, request: server.authorization_response(
+        request, login_path=settings.oidc_login_path, endpoint=AUTHORIZE_PATH
+    )
+
+
+def authorization_after_login(
+    session: Session, settings: Settings, *, next_path: str, login: LoginSession, headers: Mapping[str, str]
+) -> OAuthResponse | None:
+    """The authorization request a login was for, answered in the login's own transaction (the caller
+    commits both); ``None`` when ``next_path`` is not one.
+
+    Saves the browser's hop back to ``/oidc/authorize``: the request is validated exactly as if the
+    browser had made it with the new session. A refusal writes nothing (a code is saved last), so the
+    login stands whatever the answer.
+    """
+    path, _, query = next_path.partition("?")
+    if path != AUTHORIZE_PATH:
+        return None
+    server = EntenteAuthorizationServer(session=session, settings=settings)
+    try:
+        request = EntenteRequest(
+            method="GET",
+            uri=f"{settings.public_base_url.rstrip('/')}{AUTHORIZE_PATH}",
+            headers=headers,
+            query=_pairs(query),
+            login=login,
+        )
+        return _authorize(settings)(server, request)
+    except OAuth2Error as error:
+        return OAuthResponse(*error())
 
 
 @router.get("/oidc/.well-known/openid-configuration")
@@ -187,12 +223,16 @@ async def jwks(request: Request) -> Response:
 
 @router.api_route("/oidc/authorize", methods=["GET", "POST"])
 async def authorize(request: Request) -> Response:
-    login_path: str = request.app.state.settings.oidc_login_path
-    return await _serve(
-        request,
-        lambda server, req: server.authorization_response(req, login_path=login_path, endpoint=AUTHORIZE_PATH),
-        login=True,
-    )
+    settings: Settings = request.app.state.settings
+
+    def render(response: OAuthResponse, *, method: str) -> Response:
+        """A browser without any session is asked Entente's own email question here, not sent to
+        ``/login`` to be asked it (a round trip per login); a custom login page is redirected to."""
+        if isinstance(response, LoginNeeded) and response.first_login and settings.oidc_login_path == LOGIN_PATH:
+            return login_page(next_path=response.next_path)
+        return render_oauth(response, method=method)
+
+    return await _serve(request, _authorize(settings), login=True, render=render)
 
 
 def _token(server: EntenteAuthorizationServer, request: EntenteRequest) -> OAuthResponse:

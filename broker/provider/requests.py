@@ -16,7 +16,7 @@ from authlib.oauth2.rfc6749 import OAuth2Payload, OAuth2Request
 
 from broker.sessions.models import LoginSession
 
-__all__ = ["EntenteRequest", "OAuthResponse"]
+__all__ = ["EntenteRequest", "LoginNeeded", "OAuthResponse"]
 
 
 @dataclass
@@ -35,6 +35,16 @@ class OAuthResponse:
     @location.setter
     def location(self, value: str) -> None:
         self.headers = [(n, v) for n, v in self.headers if n.lower() != "location"] + [("Location", value)]
+
+
+@dataclass
+class LoginNeeded(OAuthResponse):
+    """The redirect to the login page, with what the edge needs to ask Entente's own question in place."""
+
+    next_path: str = ""
+    """Where the login page sends the browser back: the authorization request, less ``prompt``."""
+    first_login: bool = False
+    """No login session at all (not ``prompt=login`` or an exceeded ``max_age``), and no usable ``login_hint``."""
 
 
 class _Parameters(OAuth2Payload):  # type: ignore[misc]

@@ -43,7 +43,7 @@ from broker.provider.grants import (
     EntenteRefreshTokenGrant,
 )
 from broker.provider.keys import KeyRing, key_ring
-from broker.provider.requests import EntenteRequest, OAuthResponse
+from broker.provider.requests import EntenteRequest, LoginNeeded, OAuthResponse
 from broker.provider.tokens import (
     Issued,
     issue_access_token,
@@ -178,7 +178,9 @@ class EntenteAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
 
         Invalid requests are refused before anything else (a bad client or redirect URI never
         reaches the login page). No live login session, ``prompt=login`` or an exceeded ``max_age``
-        sends the browser to ``login_path?next=…`` (back here afterwards). A person without a grant
+        sends the browser to ``login_path?next=…`` (back here afterwards), with the request's
+        ``login_hint`` when it is an email address (OIDC Core §3.1.2.1: the login page then skips its
+        question). A person without a grant
         for the client's workspace gets ``access_denied`` (OIDC Core §3.1.2.6).
         """
         login = request.login
@@ -195,7 +197,15 @@ class EntenteAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             or (max_age is not None and login.created_at < self.now - dt.timedelta(seconds=int(max_age)))
         ):
             back = f"{endpoint}?{urlencode(request.without('prompt'))}"
-            return OAuthResponse(302, "", [("Location", f"{login_path}?{urlencode({'next': back})}")])
+            hint = data.get("login_hint") or ""
+            query = {"next": back, **({"login_hint": hint} if "@" in hint else {})}  # an email: skips the question
+            return LoginNeeded(
+                302,
+                "",
+                [("Location", f"{login_path}?{urlencode(query)}")],
+                next_path=back,
+                first_login=login is None and "login_hint" not in query,
+            )
         client: RegisteredClient = grant.request.client
         principal = admit_without_facts(  # a code carries no claims: the exchange admits again, with facts
             self.session,

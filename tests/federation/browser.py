@@ -91,6 +91,13 @@ class Browser:
             response = self.get(self.location(response))
         raise AssertionError("redirect loop")
 
+    def submit(self, page: httpx.Response, **values: str) -> httpx.Response:
+        """POST the page's first form: its fields as they are, ``values`` filled in (as a person would)."""
+        parser = _FormParser()
+        parser.feed(page.text)
+        assert parser.form is not None, (page.status_code, page.text[:2000])
+        return self.request("POST", urljoin(str(page.url), parser.form.action), data={**parser.form.fields, **values})
+
     def to_idp(self, start: str) -> str:
         """GET an Entente login URL and return the authorization request URL it redirects to (not yet sent)."""
         response = self.get(start)

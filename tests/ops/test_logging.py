@@ -110,6 +110,14 @@ def test_text_format_is_selectable(settings: Settings) -> None:
     assert config["formatters"]["default"] != log_config(settings)["formatters"]["default"]
 
 
+def test_outgoing_requests_log_only_at_debug(settings: Settings) -> None:
+    """httpx's INFO line per outgoing request (IdP token calls, deliveries) is noise at INFO, wanted at DEBUG."""
+    at_info = log_config(settings.model_copy(update={"log_level": "INFO"}))
+    at_debug = log_config(settings.model_copy(update={"log_level": "DEBUG"}))
+    assert at_info["loggers"]["httpx"]["level"] == "WARNING" and at_info["loggers"]["httpx"]["propagate"] is True
+    assert at_debug["loggers"]["httpx"]["level"] == "DEBUG"
+
+
 def _wait_ready(root_url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import httpx2
 import pytest
 from fastapi import FastAPI
@@ -76,6 +77,14 @@ def query_of(response: httpx2.Response) -> dict[str, str]:
     """The single-valued query parameters of a redirect's Location."""
     assert response.status_code == 302, response.text
     return {k: v[0] for k, v in parse_qs(urlsplit(response.headers["location"]).query).items()}
+
+
+def asks_to_sign_in(response: httpx2.Response | httpx.Response) -> bool:
+    """Whether an authorization answer asks the person to sign in: Entente's email question in place
+    (a browser without any session) or a redirect to the login page."""
+    if response.status_code == 200:
+        return '<form method="post" action="/login">' in response.text and 'name="email"' in response.text
+    return response.status_code == 302 and urlsplit(response.headers["location"]).path == "/login"
 
 
 @dataclass

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import html
+import re
 from urllib.parse import parse_qs, urlsplit
 
+from fastapi.testclient import TestClient
 from sqlmodel import Session
 
+from broker.main import create_app
 from broker.provider.clients import sha256_hex
 from broker.provider.models import AuthorizationCode
 from tests.conftest import PATCH_SCHEMA
-from tests.provider.conftest import ISSUER, World, query_of
+from tests.provider.conftest import ISSUER, World, asks_to_sign_in, query_of
 
 
 def _json_error(response, error: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
@@ -55,16 +59,45 @@ def test_post_authorization_request_works_like_get(world: World) -> None:
     assert "code" in parse_qs(urlsplit(response.headers["location"]).query)
 
 
-def test_no_session_sends_the_browser_to_login_and_back(world: World) -> None:
+def test_no_session_asks_the_email_question_in_place_and_comes_back(world: World) -> None:
+    """Entente's own question at /oidc/authorize itself (no redirect to /login first), then back here."""
     rp = world.client()
     response = rp.authorize(prompt="login")
-    location = urlsplit(response.headers["location"])
-    assert response.status_code == 302 and location.path == "/login"
-    back = parse_qs(location.query)["next"][0]
+    assert response.status_code == 200 and asks_to_sign_in(response)
+    assert (
+        response.headers["cache-control"] == "no-store"
+        and "frame-ancestors 'none'" in (response.headers["content-security-policy"])
+    )
+    back = html.unescape(re.search(r'name="next" value="([^"]*)"', response.text).group(1))  # type: ignore[union-attr]
     assert back.startswith("/oidc/authorize?")
     back_params = {k: v[0] for k, v in parse_qs(urlsplit(back).query).items()}
     assert back_params["client_id"] == rp.client_id and back_params["nonce"] == rp.nonce
     assert "prompt" not in back_params  # no loop back to the login page after logging in
+
+
+def test_an_email_login_hint_goes_to_the_login_page_which_skips_the_question(world: World) -> None:
+    rp = world.client()
+    response = rp.authorize(login_hint="ada@partner.example")
+    location = urlsplit(response.headers["location"])
+    assert response.status_code == 302 and location.path == "/login"
+    query = {k: v[0] for k, v in parse_qs(location.query).items()}
+    assert query["login_hint"] == "ada@partner.example" and query["next"].startswith("/oidc/authorize?")
+    opaque = rp.authorize(login_hint="ada")  # not an email: the question is asked
+    assert opaque.status_code == 200 and asks_to_sign_in(opaque)
+
+
+def test_a_custom_login_page_is_redirected_to(world: World) -> None:
+    rp = world.client()
+    app = create_app(world.settings.model_copy(update={"oidc_login_path": "/sso/start"}))
+    browser = TestClient(app, base_url="http://localhost", follow_redirects=False)  # no lifespan: no workers
+    try:
+        response = browser.get("/oidc/authorize", params=rp.authorize_params())
+    finally:
+        browser.close()
+        app.state.engine.dispose()
+    location = urlsplit(response.headers["location"])
+    assert response.status_code == 302 and location.path == "/sso/start"
+    assert parse_qs(location.query)["next"][0].startswith("/oidc/authorize?")
 
 
 def test_prompt_login_sends_a_logged_in_person_to_login_again(world: World) -> None:

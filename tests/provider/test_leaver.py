@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from sqlmodel import Session, col, select
 
 from broker.audit.log import AuditRecord
@@ -12,7 +10,7 @@ from broker.provider.revocation import revoke_people, revoke_person
 from broker.sessions.models import LoginSession
 from tests.conftest import PATCH_SCHEMA
 from tests.lifecycle.helpers import run_engine
-from tests.provider.conftest import World, query_of
+from tests.provider.conftest import World, asks_to_sign_in, query_of
 
 
 def _deactivate(world: World, subject_id: str) -> None:
@@ -67,7 +65,7 @@ def test_scim_leaver_kills_every_session_token_and_rp_session(world: World) -> N
         [(chat.client_id, laptop, "left"), (chat.client_id, phone, "left")]
     )
     # A new login is refused: the old cookie names an ended session, and a fresh one is not admitted.
-    assert urlsplit(chat.authorize().headers["location"]).path == "/login"
+    assert asks_to_sign_in(chat.authorize())
     world.login(alice["id"])
     assert query_of(chat.authorize())["error"] == "access_denied"
     phone_browser.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Callable
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 import httpx
 from fastapi.testclient import TestClient
@@ -19,7 +19,7 @@ from broker.provider.logout import BACKCHANNEL_EVENT, LogoutSender, subscribe, u
 from broker.provider.models import LogoutNotification, TokenFamily
 from broker.provider.revocation import end_login_session
 from broker.sessions.models import LoginSession
-from tests.provider.conftest import ISSUER, World, jwks
+from tests.provider.conftest import ISSUER, World, asks_to_sign_in, jwks
 
 BCL_URI = "http://127.0.0.1:9/backchannel"  # nothing listens: a stray real send fails at once
 
@@ -119,7 +119,7 @@ def test_after_logout_authorize_sends_to_login(world: World) -> None:
     tokens = rp.login_flow()
     world.browser.get("/oidc/logout", params={"id_token_hint": tokens["id_token"]})
     world.browser.cookies.clear()  # the Set-Cookie above; a browser keeping the old value gets the same answer
-    assert urlsplit(rp.authorize().headers["location"]).path == "/login"
+    assert asks_to_sign_in(rp.authorize())
 
 
 # -- the sender --------------------------------------------------------------------------------------
