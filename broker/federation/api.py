@@ -100,11 +100,10 @@ def _signed_in_as(engine: Engine, cookie: str | None) -> str | None:
         return user
 
 
-def _connection_of(session: Session, partner: Partner) -> IdPConnection:
+def _connection_of(session: Session, partner: Partner, connection: IdPConnection | None) -> IdPConnection:
     """The partner's IdP connection for a login, detached; a FederationError if it cannot log anyone in."""
     if partner.status != PartnerStatus.ACTIVE:
         raise FederationError(f"{partner.name}'s access to Entente is suspended")
-    connection = first_connection(session=session, partner_id=partner.id)
     if connection is None:
         raise FederationError(f"{partner.name} has no identity provider connected to Entente yet")
     session.expunge(connection)
@@ -114,19 +113,20 @@ def _connection_of(session: Session, partner: Partner) -> IdPConnection:
 def _discover(engine: Engine, email: str) -> IdPConnection:
     """The IdP connection of the partner whose verified domain the email is in (home-realm discovery)."""
     with Session(engine, expire_on_commit=False) as session:
-        partner = partner_for_email(session=session, email=email)
-        if partner is None:
+        found = partner_for_email(session=session, email=email)
+        if found is None:
             domain = email.rpartition("@")[2] or email
             raise UnknownDomain(
                 f"no organisation working through Entente uses the domain '{domain}'; check the address, "
                 "or ask your administrator for your organisation's sign-in link"
             )
-        return _connection_of(session, partner)
+        return _connection_of(session, *found)
 
 
 def _partner_connection(engine: Engine, slug: str) -> IdPConnection:
     with Session(engine, expire_on_commit=False) as session:
-        return _connection_of(session, get_partner(session=session, slug=slug))
+        partner = get_partner(session=session, slug=slug)
+        return _connection_of(session, partner, first_connection(session=session, partner_id=partner.id))
 
 
 def _load_connection(engine: Engine, connection_id: str) -> IdPConnection:
@@ -371,9 +371,9 @@ async def _callback(
         )
     except BrokerError as error:
         await in_thread(request.app.state, _audit_failure, engine, connection, error, identity)
-        response = _refusal(error)
-        clear_cookie(response, settings, state)
-        return response
+        refused = _refusal(error)
+        clear_cookie(refused, settings, state)
+        return refused
     response: Response = (
         RedirectResponse(transaction.next_path, status_code=303, headers=PAGE_HEADERS)
         if login.authorization is None

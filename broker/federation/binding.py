@@ -22,13 +22,14 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlalchemy import ColumnElement, Select, bindparam, exists, or_, select
+from sqlmodel import Session
 
 from broker.audit.log import Actor
 from broker.errors import BadRequest, BrokerError
 from broker.federation.base import FederatedIdentity, UnknownPerson, UntrustedIssuer
 from broker.federation.models import BindingKey, IdPConnection
-from broker.lifecycle.suspensions import suspended_subjects
+from broker.lifecycle.suspensions import Suspension, suspended_subjects
 from broker.scim.auth import ScimCaller
 from broker.scim.models import ScimUser, ScimValue
 from broker.scim.normalize import CORE_USER
@@ -68,10 +69,41 @@ def verified_partner_email(identity: FederatedIdentity, domains: frozenset[str])
     return None
 
 
-def _match(session: Session, partner_id: str, condition: Any) -> list[Any]:
-    """Up to two matching people: (id, user_name, active) rows only, not the SCIM documents."""
-    columns = select(ScimUser.id, ScimUser.user_name, ScimUser.active)
-    return list(session.exec(columns.where(ScimUser.partner_id == partner_id, condition).limit(2)).all())
+_USERS = ScimUser.__table__  # type: ignore[attr-defined]
+_VALUES = ScimValue.__table__  # type: ignore[attr-defined]
+_SUSPENSIONS = Suspension.__table__  # type: ignore[attr-defined]
+_SUSPENDED = exists().where(
+    _SUSPENSIONS.c.partner_id == _USERS.c.partner_id,
+    _SUSPENSIONS.c.lifted_at.is_(None),
+    or_(_SUSPENSIONS.c.subject_id.is_(None), _SUSPENSIONS.c.subject_id == _USERS.c.id),
+)
+
+
+def _matching(condition: ColumnElement[bool]) -> Select[Any]:
+    """Up to two of the partner's people meeting ``condition`` on ``:value``: (id, user_name, active,
+    suspended) rows, whether a kill switch covers them read with them (one round trip, not two)."""
+    columns = (_USERS.c.id, _USERS.c.user_name, _USERS.c.active, _SUSPENDED.label("suspended"))
+    return select(*columns).where(_USERS.c.partner_id == bindparam("partner_id"), condition).limit(2)
+
+
+_MATCH = {
+    BindingKey.EXTERNAL_ID: _matching(_USERS.c.external_id == bindparam("value")),
+    BindingKey.USER_NAME: _matching(_USERS.c.user_name_ci == bindparam("value")),
+    BindingKey.EMAIL: _matching(
+        _USERS.c.pk.in_(
+            select(_VALUES.c.user_pk).where(
+                _VALUES.c.partner_id == bindparam("partner_id"),
+                _VALUES.c.attribute == "emails",
+                _VALUES.c.value_ci == bindparam("value"),
+            )
+        )
+    ),
+}
+"""Prebuilt per binding key (built once, not per login)."""
+
+
+def _match(session: Session, partner_id: str, key: BindingKey, value: str) -> list[Any]:
+    return list(session.connection().execute(_MATCH[key], {"partner_id": partner_id, "value": value}).all())
 
 
 def _domains(session: Session, partner_id: str) -> frozenset[str]:
@@ -80,28 +112,23 @@ def _domains(session: Session, partner_id: str) -> frozenset[str]:
 
 
 def _candidates(session: Session, connection: IdPConnection, identity: FederatedIdentity) -> list[Any]:
-    key = connection.binding_key
+    key = BindingKey(connection.binding_key)
     partner_id = connection.partner_id
     if key == BindingKey.EXTERNAL_ID:
-        return _match(session, partner_id, ScimUser.external_id == identity.subject)
+        return _match(session, partner_id, key, identity.subject)
     if key == BindingKey.USER_NAME:
         values = identity.attributes.get(connection.username_claim, ())
         if len(values) != 1 or not values[0]:
             raise UnknownPerson(
                 f"your identity provider did not send '{connection.username_claim}', which identifies you here"
             )
-        return _match(session, partner_id, ScimUser.user_name_ci == fold(values[0]))
+        return _match(session, partner_id, key, fold(values[0]))
     email = verified_partner_email(identity, _domains(session, partner_id))
     if email is None:
         raise UnknownPerson(
             "your identity provider did not send a verified email address in a domain of your organisation"
         )
-    holders = (
-        select(ScimValue.user_pk)
-        .where(ScimValue.partner_id == partner_id, ScimValue.attribute == "emails")
-        .where(ScimValue.value_ci == fold(email))
-    )
-    return _match(session, partner_id, col(ScimUser.pk).in_(holders))
+    return _match(session, partner_id, key, fold(email))
 
 
 def _create(
@@ -176,6 +203,6 @@ def bind_identity(
     person = found[0]
     if not person.active:
         raise UnknownPerson(f"your account at Entente is deactivated by {partner.name}")
-    if suspended_subjects(session, partner_id=partner.id, subject_ids=[person.id]):
+    if person.suspended:
         raise UnknownPerson("your access through Entente is suspended by its operator (kill switch)")
     return BoundPerson(subject_id=person.id, user_name=person.user_name, created=False)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from sqlalchemy import bindparam
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from broker.audit.log import Actor, append_audit
@@ -190,11 +192,14 @@ def get_connection(*, session: Session, connection_id: str) -> IdPConnection:
     return connection
 
 
+_CONNECTIONS = IdPConnection.__table__  # type: ignore[attr-defined]
+_CONFIRM = select(_CONNECTIONS.c.version, _CONNECTIONS.c.created_at).where(_CONNECTIONS.c.id == bindparam("id"))
+"""Prebuilt: asked once per login."""
+
+
 def confirm_connection(*, session: Session, connection: IdPConnection) -> None:
     """Refuse a login begun with a connection since changed, removed or remade (read in this transaction)."""
-    current = session.exec(
-        select(IdPConnection.version, IdPConnection.created_at).where(IdPConnection.id == connection.id)
-    ).first()
+    current = session.connection().execute(_CONFIRM, {"id": connection.id}).first()
     if current is None or tuple(current) != (connection.version, connection.created_at):
         raise FederationError(
             "the organisation's identity provider settings changed during this sign-in; please start again"
@@ -219,8 +224,9 @@ def first_connection(*, session: Session, partner_id: str) -> IdPConnection | No
     ).first()
 
 
-def partner_for_email(*, session: Session, email: str) -> Partner | None:
-    """Home-realm discovery: the partner that verified the email's domain, or ``None``.
+def partner_for_email(*, session: Session, email: str) -> tuple[Partner, IdPConnection | None] | None:
+    """Home-realm discovery: the partner that verified the email's domain and its first connection
+    (``first_connection``; ``None`` if it has none yet), in one query; ``None`` for an unknown domain.
 
     Only the exact domain counts (``a@eng.acme.test`` does not match ``acme.test``); a malformed
     address or domain is ``None`` too.
@@ -232,9 +238,19 @@ def partner_for_email(*, session: Session, email: str) -> Partner | None:
         normalized = normalize_domain(domain)
     except BadRequest:
         return None
+    oldest = aliased(IdPConnection)
+    first = (
+        select(oldest.id)
+        .where(oldest.partner_id == Partner.id)
+        .order_by(col(oldest.created_at), col(oldest.id))
+        .limit(1)
+        .correlate(Partner)
+        .scalar_subquery()
+    )
     found = session.exec(
-        select(Partner)
+        select(Partner, IdPConnection)
         .join(PartnerDomain, col(PartnerDomain.partner_id) == Partner.id)
+        .outerjoin(IdPConnection, col(IdPConnection.id) == first)
         .where(PartnerDomain.domain == normalized)
     ).first()
-    return found
+    return (found[0], found[1]) if found is not None else None

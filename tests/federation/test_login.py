@@ -18,12 +18,14 @@ from fastapi import FastAPI
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from broker.audit.log import AuditRecord
+from broker.audit.log import Actor, AuditRecord
 from broker.federation.models import BindingKey
 from broker.federation.oidc import derive_code_verifier
+from broker.federation.service import add_oidc_connection, partner_for_email
 from broker.sessions.models import LoginSession
 from broker.sessions.service import COOKIE_NAME, find_session
 from broker.settings import Settings
+from tests.conftest import MakePartner
 from tests.federation.browser import Browser
 from tests.federation.conftest import FederateFactory
 
@@ -199,3 +201,30 @@ def test_the_email_form_refuses_odd_submissions_with_a_page(browser: Browser) ->
         assert response.status_code == 400, response.text
         assert response.headers["content-type"].startswith("text/html") and 'role="alert"' in response.text
         assert response.headers["cache-control"] == "no-store" and response.headers["x-frame-options"] == "DENY"
+
+
+def test_discovery_finds_the_partner_and_its_oldest_connection_in_one_query(
+    make_partner: MakePartner, engine: Engine, settings: Settings
+) -> None:
+    """``partner_for_email``: the domain's partner with its first connection (where its people are
+    sent), the partner alone while it has none, nothing for a domain nobody verified."""
+    lonely, other, connected = make_partner(), make_partner(), make_partner()
+    operator = Actor("cli", "tests")
+    with Session(engine) as session:
+        for name in ("first", "second"):
+            add_oidc_connection(
+                session=session, settings=settings, partner_slug=connected.slug, issuer="https://idp.example",
+                client_id=f"c-{name}", client_secret="s", actor=operator, name=name,
+            )  # fmt: skip
+        add_oidc_connection(
+            session=session, settings=settings, partner_slug=other.slug, issuer="https://other.example",
+            client_id="c-other", client_secret="s", actor=operator,
+        )  # fmt: skip
+        session.commit()
+        found = partner_for_email(session=session, email=f"ada@{connected.domain}")
+        assert found is not None and found[0].id == connected.id
+        assert found[1] is not None and found[1].client_id == "c-first"
+        alone = partner_for_email(session=session, email=lonely.email("x"))
+        assert alone is not None and alone[0].id == lonely.id and alone[1] is None
+        assert partner_for_email(session=session, email="ada@nobody-verified.example") is None
+        assert partner_for_email(session=session, email="not-an-address") is None
