@@ -8,8 +8,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
+from sqlmodel import Session, col, select
 
-from broker.audit.log import canonical_json
+from broker.audit.log import Actor, AuditItem, AuditRecord, append_audits, canonical_json
 from tests.conftest import PATCH_SCHEMA, PartnerHandle
 
 
@@ -72,3 +73,20 @@ def test_refused_change_leaves_no_record(partner: PartnerHandle, audit, events) 
     assert response.status_code == 400
     assert len(audit(partner.id)) == before
     assert events(partner.id) == []
+
+
+def test_a_batch_of_records_gets_its_ids_in_order(partner: PartnerHandle, engine: Engine) -> None:
+    """``append_audits`` (a Bulk request's creations; on PostgreSQL ids drawn from the sequence first):
+    each id names the record of that position, ids ascend in the order given, leaves are intact."""
+    items = [AuditItem("tests.batch", partner.id, "User", f"u-{n:03d}", after={"n": n}) for n in range(120)]
+    with Session(engine) as session:
+        ids = append_audits(session, actor=Actor("cli", "tests"), items=items)
+        session.commit()
+        rows = {r.id: r for r in session.exec(select(AuditRecord).where(col(AuditRecord.id).in_(ids))).all()}
+    assert ids == sorted(ids) and len(set(ids)) == len(items)
+    assert [rows[i].resource_id for i in ids] == [item.resource_id for item in items]
+    assert all(rows[i].leaf_sha256 and rows[i].after_sha256 for i in ids)
+    with Session(engine) as session:  # the sequence moved past them: the next record gets a later id
+        later = append_audits(session, actor=Actor("cli", "tests"), items=items[:1])
+        session.commit()
+    assert later[0] > ids[-1]
