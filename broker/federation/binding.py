@@ -22,14 +22,14 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, bindparam, exists, or_, select
+from sqlalchemy import ColumnElement, Select, bindparam, select
 from sqlmodel import Session
 
 from broker.audit.log import Actor
 from broker.errors import BadRequest, BrokerError
 from broker.federation.base import FederatedIdentity, UnknownPerson, UntrustedIssuer
 from broker.federation.models import BindingKey, IdPConnection
-from broker.lifecycle.suspensions import Suspension, suspended_subjects
+from broker.lifecycle.suspensions import suspended_subjects, suspension_covers
 from broker.scim.auth import ScimCaller
 from broker.scim.models import ScimUser, ScimValue
 from broker.scim.normalize import CORE_USER
@@ -71,12 +71,7 @@ def verified_partner_email(identity: FederatedIdentity, domains: frozenset[str])
 
 _USERS = ScimUser.__table__  # type: ignore[attr-defined]
 _VALUES = ScimValue.__table__  # type: ignore[attr-defined]
-_SUSPENSIONS = Suspension.__table__  # type: ignore[attr-defined]
-_SUSPENDED = exists().where(
-    _SUSPENSIONS.c.partner_id == _USERS.c.partner_id,
-    _SUSPENSIONS.c.lifted_at.is_(None),
-    or_(_SUSPENSIONS.c.subject_id.is_(None), _SUSPENSIONS.c.subject_id == _USERS.c.id),
-)
+_SUSPENDED = suspension_covers(_USERS.c.partner_id, _USERS.c.id)
 
 
 def _matching(condition: ColumnElement[bool]) -> Select[Any]:

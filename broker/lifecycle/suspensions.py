@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
+from typing import Any
 
-from sqlalchemy import Column, Index, or_
+from sqlalchemy import Column, ColumnElement, Exists, Index, exists, or_
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from broker.types import UTCDateTime, utcnow
 
-__all__ = ["Suspension", "live_suspensions", "suspended_subjects"]
+__all__ = ["Suspension", "live_suspensions", "suspended_subjects", "suspension_covers"]
 
 
 class Suspension(SQLModel, table=True):
@@ -44,6 +45,17 @@ def live_suspensions(session: Session, *, partner_id: str | None = None) -> list
     if partner_id is not None:
         query = query.where(Suspension.partner_id == partner_id)
     return list(session.exec(query.order_by(col(Suspension.id))).all())
+
+
+def suspension_covers(partner_id: ColumnElement[Any], subject_id: ColumnElement[Any]) -> Exists:
+    """SQL for "a live suspension covers the person these columns name" (their partner wholly, or them),
+    so a query reading a person reads it in the same round trip (admission, identity binding)."""
+    table = Suspension.__table__  # type: ignore[attr-defined]
+    return exists().where(
+        table.c.partner_id == partner_id,
+        table.c.lifted_at.is_(None),
+        or_(table.c.subject_id.is_(None), table.c.subject_id == subject_id),
+    )
 
 
 def suspended_subjects(session: Session, *, partner_id: str, subject_ids: Iterable[str]) -> set[str]:

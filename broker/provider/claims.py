@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from authlib.oauth2.rfc6749 import scope_to_list
-from sqlalchemy import ColumnElement, Select, and_, bindparam, exists, or_, select
+from sqlalchemy import ColumnElement, Select, and_, bindparam, select
 from sqlmodel import Session
 
 from broker.lifecycle.facts import Person, load_person
 from broker.lifecycle.grants import AccessGrant
-from broker.lifecycle.suspensions import Suspension
+from broker.lifecycle.suspensions import suspension_covers
 from broker.scim.models import ScimUser
 from broker.tenants.models import Partner, PartnerStatus
 from broker.types import utcnow
@@ -29,13 +29,7 @@ __all__ = ["Principal", "admit", "admit_without_facts", "admitted", "identity_cl
 _GRANTS = AccessGrant.__table__  # type: ignore[attr-defined]
 _USERS = ScimUser.__table__  # type: ignore[attr-defined]
 _PARTNERS = Partner.__table__  # type: ignore[attr-defined]
-_SUSPENSIONS = Suspension.__table__  # type: ignore[attr-defined]
-
-_SUSPENDED = exists().where(
-    _SUSPENSIONS.c.partner_id == _GRANTS.c.partner_id,
-    _SUSPENSIONS.c.lifted_at.is_(None),
-    or_(_SUSPENSIONS.c.subject_id.is_(None), _SUSPENSIONS.c.subject_id == _GRANTS.c.subject_id),
-)
+_SUSPENDED = suspension_covers(_GRANTS.c.partner_id, _GRANTS.c.subject_id)
 _GRANT_OF = and_(
     _GRANTS.c.partner_id == bindparam("partner_id"),
     _GRANTS.c.subject_id == bindparam("subject_id"),

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from broker.sessions.models import LoginSession
 from broker.sessions.service import COOKIE_NAME, find_session
 from broker.settings import Settings
 from tests.federation.browser import Browser
@@ -61,18 +62,14 @@ def world(
 def _person(world: World, fed: Federated, local: str, *, in_eng: bool) -> tuple[str, str]:
     """An IdP account and the partner's person bound to it (by externalId); their ``sub`` and SCIM id."""
     sub = fed.account()
-    user = fed.partner.create_user(local, externalId=sub)
-    if in_eng:
-        answer = fed.partner.client.patch(
-            f"/Groups/{world.eng_group['id']}",
-            json={
-                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-                "Operations": [{"op": "add", "path": "members", "value": [{"value": user["id"]}]}],
-            },
-        )
-        assert answer.status_code in (200, 204), answer.text
-    world.regrant()
-    return sub, user["id"]
+    return sub, world.person(local, in_eng=in_eng, externalId=sub)["id"]
+
+
+def _session_of(engine: Engine, cookie: str) -> LoginSession:
+    with Session(engine) as session:
+        login = find_session(session, cookie_value=cookie)
+    assert login is not None
+    return login
 
 
 def _sign_in(browser: Browser, rp: RelyingParty, fed: Federated, sub: str, local: str) -> tuple[dict[str, str], str]:
@@ -92,19 +89,26 @@ def _sign_in(browser: Browser, rp: RelyingParty, fed: Federated, sub: str, local
     return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}, cookie
 
 
+def _journey(
+    world: World, fed: Federated, browser: Browser, local: str, *, in_eng: bool
+) -> tuple[RelyingParty, str, dict[str, str], str]:
+    """A new person and client, and the person's sign-in to it: the client, the person's SCIM id, the
+    callback's answer to the workspace and the session cookie."""
+    sub, person_id = _person(world, fed, local, in_eng=in_eng)
+    rp = world.client()
+    answer, cookie = _sign_in(browser, rp, fed, sub, local)
+    return rp, person_id, answer, cookie
+
+
 def test_the_callback_answers_the_workspace_with_its_code(
     world: tuple[World, Federated], localhost: Browser, engine: Engine
 ) -> None:
     made, fed = world
-    sub, person_id = _person(made, fed, "wen", in_eng=True)
-    rp = made.client()
-
-    answer, cookie = _sign_in(localhost, rp, fed, sub, "wen")
+    rp, person_id, answer, cookie = _journey(made, fed, localhost, "wen", in_eng=True)
 
     assert answer["state"] == rp.state and answer["iss"] == ISSUER and "code" in answer
-    with Session(engine) as session:
-        login = find_session(session, cookie_value=cookie)
-    assert login is not None and login.subject_id == person_id
+    login = _session_of(engine, cookie)
+    assert login.subject_id == person_id
     tokens = rp.exchange(answer["code"])
     assert tokens.status_code == 200, tokens.text
     claims = verify_jwt(
@@ -119,13 +123,8 @@ def test_a_person_without_a_grant_is_signed_in_but_the_workspace_is_refused(
     world: tuple[World, Federated], localhost: Browser, engine: Engine
 ) -> None:
     made, fed = world
-    sub, person_id = _person(made, fed, "ola", in_eng=False)
-    rp = made.client()
-
-    answer, cookie = _sign_in(localhost, rp, fed, sub, "ola")
+    rp, person_id, answer, cookie = _journey(made, fed, localhost, "ola", in_eng=False)
 
     assert (answer["error"], answer["state"], answer["iss"]) == ("access_denied", rp.state, ISSUER)
     assert "not granted" in answer["error_description"] and "code" not in answer
-    with Session(engine) as session:
-        login = find_session(session, cookie_value=cookie)
-    assert login is not None and login.subject_id == person_id  # the login stands; only this workspace is refused
+    assert _session_of(engine, cookie).subject_id == person_id  # the login stands; only this workspace is refused

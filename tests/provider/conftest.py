@@ -183,9 +183,12 @@ class World:
     eng_group: dict[str, Any] = field(default_factory=dict)
 
     def person(self, local: str, *, in_eng: bool = True, **extra: Any) -> dict[str, Any]:
-        """A partner user (granted the workspace when in ``eng``)."""
+        """A partner user (granted the workspace when in ``eng``), with ``extra`` attributes."""
         user = self.partner.create_user(
-            local, displayName=f"{local.title()} Example", name={"givenName": local.title(), "familyName": "Example"}
+            local,
+            displayName=f"{local.title()} Example",
+            name={"givenName": local.title(), "familyName": "Example"},
+            **extra,
         )
         if in_eng:
             response = self.partner.client.patch(
