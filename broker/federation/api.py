@@ -4,6 +4,7 @@
     POST /login                        email -> the partner that verified its domain -> 303 to its IdP
     GET  /login/{partner_slug}         a partner's direct link: its (first) IdP connection, 303 to the IdP
     GET  /login/callback/{connection}  the IdP's answer: verify, bind, start the session, 303 to ``next``
+                                       (or, when ``next`` is ``/oidc/authorize?…``, its answer: the code)
     POST /login/callback/{connection}  the same for SAML: the ACS (HTTP-POST binding, ``RelayState`` = state)
     GET  /login/saml/{connection}/metadata  Entente's SAML SP metadata for that connection
     GET  /logout                       end this browser's session
