@@ -42,7 +42,7 @@ class LoginNeeded(OAuthResponse):
     """The redirect to the login page, with what the edge needs to ask Entente's own question in place."""
 
     next_path: str = ""
-    """Where the login page sends the browser back: the authorization request, less ``prompt``."""
+    """Where the login page sends the browser back: the authorization request, less ``prompt`` and ``max_age``."""
     first_login: bool = False
     """No login session at all (not ``prompt=login`` or an exceeded ``max_age``), and no usable ``login_hint``."""
 

@@ -196,7 +196,8 @@ class EntenteAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             or "login" in prompts
             or (max_age is not None and login.created_at < self.now - dt.timedelta(seconds=int(max_age)))
         ):
-            back = f"{endpoint}?{urlencode(request.without('prompt'))}"
+            # The login about to happen satisfies prompt=login and max_age (max_age=0 would send it back again).
+            back = f"{endpoint}?{urlencode(request.without('prompt', 'max_age'))}"
             hint = data.get("login_hint") or ""
             query = {"next": back, **({"login_hint": hint} if "@" in hint else {})}  # an email: skips the question
             return LoginNeeded(

@@ -13,7 +13,7 @@ from broker.main import create_app
 from broker.provider.clients import sha256_hex
 from broker.provider.models import AuthorizationCode
 from tests.conftest import PATCH_SCHEMA
-from tests.provider.conftest import ISSUER, World, asks_to_sign_in, query_of
+from tests.provider.conftest import ISSUER, World, asks_to_sign_in, query_of, verify_jwt
 
 
 def _json_error(response, error: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
@@ -113,6 +113,23 @@ def test_max_age_exceeded_sends_to_login(world: World) -> None:
     rp = world.client()
     assert urlsplit(rp.authorize(max_age="0").headers["location"]).path == "/login"
     assert "code" in query_of(rp.authorize(max_age="3600"))
+
+
+def test_after_a_login_forced_by_max_age_0_the_request_gets_its_code(world: World) -> None:
+    """max_age=0 (as prompt=login, OIDC Core §3.1.2.1): the login it forces satisfies it; the way back
+    does not send the browser to the login page again, and the ID token says when that login was."""
+    alice = world.person("alice")
+    world.login(alice["id"])
+    rp = world.client()
+    location = urlsplit(rp.authorize(max_age="0").headers["location"])
+    back = parse_qs(location.query)["next"][0]
+    assert "max_age" not in parse_qs(urlsplit(back).query)
+    world.login(alice["id"])  # the login the page asked for
+    code = query_of(world.browser.get(back))["code"]
+    tokens = rp.exchange(code)
+    assert tokens.status_code == 200, tokens.text
+    claims = verify_jwt(world.browser, tokens.json()["id_token"], typ="JWT", aud=rp.client_id)
+    assert isinstance(claims["auth_time"], int) and claims["auth_time"] <= claims["iat"]
 
 
 def test_prompt_none_without_session_is_login_required(world: World) -> None:
