@@ -32,7 +32,7 @@ from starlette.responses import RedirectResponse, Response
 from broker.audit.log import Actor, append_audit
 from broker.errors import BrokerError, NotFound
 from broker.federation.base import FederatedIdentity, FederationError
-from broker.federation.binding import BoundPerson, bind_identity
+from broker.federation.binding import bind_identity
 from broker.federation.cache import adapter_cache, callback_url, saml_entity_id
 from broker.federation.models import IdPConnection, IdPProtocol
 from broker.federation.pages import PAGE_HEADERS, error_page, login_page, message_page
@@ -140,8 +140,6 @@ def _load_connection(engine: Engine, connection_id: str) -> IdPConnection:
 @dataclass(frozen=True)
 class _Login:
     cookie_value: str
-    session_id: str
-    person: BoundPerson
     authorization: OAuthResponse | None
     """The answer to the authorization request the login was for, if ``next`` is one."""
 
@@ -211,9 +209,7 @@ def _finish_login(
         )
         session.commit()
     observe_login(connection_id=connection.id, outcome="succeeded")
-    return _Login(
-        cookie_value=started.cookie_value, session_id=started.row.id, person=person, authorization=authorization
-    )
+    return _Login(cookie_value=started.cookie_value, authorization=authorization)
 
 
 def _end_current(engine: Engine, cookie: str | None) -> LoginSession | None:

@@ -206,21 +206,24 @@ def confirm_connection(*, session: Session, connection: IdPConnection) -> None:
         )
 
 
+def _oldest_first(connection: Any) -> tuple[Any, Any]:
+    """The order that makes a partner's first connection the one its people are sent to (oldest, then id)."""
+    return col(connection.created_at), col(connection.id)
+
+
 def list_connections(*, session: Session, partner_slug: str | None = None) -> list[ConnectionRow]:
     """Every connection (or one partner's), by partner slug then age."""
     statement = select(IdPConnection, Partner.slug).join(Partner, col(Partner.id) == IdPConnection.partner_id)
     if partner_slug is not None:
         statement = statement.where(Partner.slug == get_partner(session=session, slug=partner_slug).slug)
-    statement = statement.order_by(col(Partner.slug), col(IdPConnection.created_at), col(IdPConnection.id))
+    statement = statement.order_by(col(Partner.slug), *_oldest_first(IdPConnection))
     return [ConnectionRow(connection=c, partner_slug=slug) for c, slug in session.exec(statement).all()]
 
 
 def first_connection(*, session: Session, partner_id: str) -> IdPConnection | None:
     """The partner's oldest IdP connection: where its people are sent to log in."""
     return session.exec(
-        select(IdPConnection)
-        .where(IdPConnection.partner_id == partner_id)
-        .order_by(col(IdPConnection.created_at), col(IdPConnection.id))
+        select(IdPConnection).where(IdPConnection.partner_id == partner_id).order_by(*_oldest_first(IdPConnection))
     ).first()
 
 
@@ -242,7 +245,7 @@ def partner_for_email(*, session: Session, email: str) -> tuple[Partner, IdPConn
     first = (
         select(oldest.id)
         .where(oldest.partner_id == Partner.id)
-        .order_by(col(oldest.created_at), col(oldest.id))
+        .order_by(*_oldest_first(oldest))
         .limit(1)
         .correlate(Partner)
         .scalar_subquery()
