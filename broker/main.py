@@ -56,23 +56,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if not settings.delivery_worker:
-            try:
-                yield
-            finally:
-                await adapter_cache(app.state).aclose()
-                shut_down_request_threads(app.state)
-                engine.dispose()
-            return
         stop = asyncio.Event()
-        scheduler = start_scheduler(engine, settings)
-        delivery = asyncio.create_task(DeliveryWorker(engine=engine, settings=settings).run(stop))
+        scheduler = start_scheduler(engine, settings) if settings.delivery_worker else None
+        delivery = (
+            asyncio.create_task(DeliveryWorker(engine=engine, settings=settings).run(stop))
+            if settings.delivery_worker
+            else None
+        )
         try:
             yield
         finally:
             stop.set()
-            await stop_scheduler(scheduler)
-            await delivery
+            if scheduler is not None:
+                await stop_scheduler(scheduler)
+            if delivery is not None:
+                await delivery
             await adapter_cache(app.state).aclose()
             shut_down_request_threads(app.state)
             engine.dispose()
